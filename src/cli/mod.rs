@@ -1,0 +1,119 @@
+//! The `vilab` command line: clap definitions and one file per verb.
+//!
+//! Exit codes: 0 ok, 1 failure (or, for `status`, something is not cached), 2 usage or
+//! validation error, 130 interrupted.
+
+mod data;
+mod plan;
+mod run;
+mod schema;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::spec::{LoadError, LoadedSpec};
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for a failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage or validation error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code after an interruption (Ctrl-C, SIGTERM).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Declarative, cached Vision-LSTM experiments: one YAML file, one binary.
+#[derive(Debug, Parser)]
+#[command(name = "vilab", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Print only results and errors (no progress).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log detail (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an experiment: compute the stages that are not cached, reuse the rest.
+    Run(run::RunArgs),
+    /// Check an experiment file and report every problem with its line and column.
+    Validate(validate::ValidateArgs),
+    /// Show the stage graph with each stage's key and state (cached, missing, stale).
+    Plan(plan::PlanArgs),
+    /// Like plan, as a check: exit 0 when every stage is cached, 1 otherwise.
+    Status(plan::PlanArgs),
+    /// Print the experiment JSON Schema (draft-07) for editors.
+    Schema(schema::SchemaArgs),
+    /// Data utilities.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// Options shared by the verbs that take an experiment.
+#[derive(Debug, Clone, Args)]
+pub struct ExperimentArgs {
+    /// The experiment file (YAML).
+    pub file: PathBuf,
+    /// Override a field, e.g. --set train.epochs=3 (repeatable; the value is a YAML scalar or
+    /// flow list).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+    /// Output root holding the cache and the run folders.
+    #[arg(long, value_name = "DIR", default_value = "outputs", env = "VILAB_OUT")]
+    pub out: PathBuf,
+    /// Fingerprint data by file contents instead of size and modification time.
+    #[arg(long)]
+    pub verify_data: bool,
+}
+
+impl ExperimentArgs {
+    /// Loads and validates the experiment.
+    pub fn load(&self) -> Result<LoadedSpec, LoadError> {
+        crate::spec::load(&self.file, &self.sets)
+    }
+
+    /// Plan options from the flags.
+    pub fn plan_options(&self) -> crate::pipeline::plan::PlanOptions {
+        crate::pipeline::plan::PlanOptions {
+            verify_data: self.verify_data,
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let reporter = crate::progress::Reporter::new(cli.quiet);
+    match cli.command {
+        Command::Run(args) => run::run(&args, &reporter),
+        Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::plan(&args),
+        Command::Status(args) => plan::status(&args),
+        Command::Schema(args) => schema::run(&args),
+        Command::Data(command) => data::run(command, &reporter),
+    }
+}
+
+/// The exit code an error stands for.
+pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<LoadError>().is_some() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// Where an output path would be shown relative to the current directory.
+pub(crate) fn shown_path(path: &std::path::Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from));
+    relative.unwrap_or_else(|| path.to_path_buf()).display().to_string()
+}

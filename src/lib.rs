@@ -1,0 +1,21 @@
+//! vilab: a declarative, cached experiment runner for Vision-LSTM image classification.
+//!
+//! A YAML experiment is loaded and validated ([`spec`]), compiled into a graph of stages whose
+//! keys hash everything each stage depends on ([`pipeline`]), and run: stages already in the
+//! content-addressed cache are reused, the others computed by [`stages`] on top of the data
+//! layer ([`data`]) and linked into a run folder.
+//!
+//! Module map:
+//! - [`cli`]: the `vilab` command line, one file per verb.
+//! - [`spec`]: experiment types, layered loading, validation with positions, JSON Schema.
+//! - [`pipeline`]: stage kinds, fingerprints and keys, plan, cache, runner, run folders.
+//! - [`stages`]: one file per stage (split, stats, augment).
+//! - [`data`]: image-folder scan, decoding, split, manifests, packing, statistics, IDX import.
+//! - [`progress`]: progress bars and lines.
+
+pub mod cli;
+pub mod data;
+pub mod pipeline;
+pub mod progress;
+pub mod spec;
+pub mod stages;

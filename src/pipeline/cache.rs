@@ -1,0 +1,408 @@
+//! The on-disk, content-addressed stage cache.
+//!
+//! # Layout
+//!
+//! ```text
+//! <out>/cache/
+//!   <stage>-v<format>/<key[..2]>/<key>/   one complete entry: the stage's outputs plus
+//!       fingerprint.json                  everything the key was computed from (readable)
+//!       manifest.json                     size and blake3 of every other file in the entry
+//!   locks/<stage>-v<format>-<key>.lock    advisory lock, held while the entry is computed
+//!   tmp/<stage>-<key>.<pid>.<nanos>/      entries being written
+//!   corrupt/                              entries that failed their integrity check, kept
+//! ```
+//!
+//! # Guarantees
+//!
+//! An entry is written into `tmp/`, its files are synced, and the folder is renamed into place
+//! in one step, so an entry under its key is always complete: a killed process leaves at most a
+//! folder under `tmp/`, which nothing reads (the next computation of that key removes it).
+//!
+//! Two processes that need the same missing entry serialise on its lock file (`flock`, released
+//! by the kernel when a process dies, so a crashed holder never blocks anyone): the first
+//! computes, the second waits, finds the entry complete and reuses it.
+//!
+//! On use, an entry's files are checked against its manifest (presence and size; `--verify`
+//! style full hashing is available through [`Cache::verify_contents`]). An entry that fails is
+//! moved to `corrupt/` (never deleted: it may be someone's evidence) and recomputed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::fingerprint::StoredFingerprint;
+use super::stage::StageKind;
+
+/// File names every entry has besides the stage's outputs.
+pub const FINGERPRINT_FILE: &str = "fingerprint.json";
+/// The entry's integrity manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// A cache failure, always naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A file system operation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A JSON file in the cache could not be written.
+    #[error("{path}: {message}", path = path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// One file of an entry's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Path relative to the entry, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub len: u64,
+    /// blake3 of the contents.
+    pub blake3: String,
+}
+
+/// Size and hash of every file of an entry (except the manifest itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Files in path order.
+    pub files: Vec<ManifestFile>,
+}
+
+impl Manifest {
+    /// Total size of the entry's files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|file| file.len).sum()
+    }
+}
+
+/// The state of an entry on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryState {
+    /// Present and consistent with its manifest.
+    Complete,
+    /// Not there.
+    Missing,
+    /// There, but a file is missing or has the wrong size; the reason names it.
+    Corrupt(String),
+}
+
+/// The cache below one output root.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    /// The cache of `<out>`.
+    pub fn new(out: &Path) -> Self {
+        Self {
+            root: out.join("cache"),
+        }
+    }
+
+    /// The cache folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the entry for `key` lives (whether or not it exists).
+    pub fn entry_path(&self, stage: StageKind, key: &str) -> PathBuf {
+        self.root
+            .join(stage.cache_folder())
+            .join(&key[..2.min(key.len())])
+            .join(key)
+    }
+
+    /// Whether the entry exists and matches its manifest (presence and sizes).
+    pub fn state(&self, stage: StageKind, key: &str) -> EntryState {
+        let entry = self.entry_path(stage, key);
+        if !entry.is_dir() {
+            return EntryState::Missing;
+        }
+        let manifest = match read_manifest(&entry) {
+            Ok(manifest) => manifest,
+            Err(reason) => return EntryState::Corrupt(reason),
+        };
+        for file in &manifest.files {
+            let path = entry.join(&file.path);
+            match std::fs::metadata(&path) {
+                Ok(metadata) if metadata.len() == file.len => {}
+                Ok(metadata) => {
+                    return EntryState::Corrupt(format!(
+                        "{}: size {} bytes, manifest says {}",
+                        path.display(),
+                        metadata.len(),
+                        file.len
+                    ));
+                }
+                Err(_) => return EntryState::Corrupt(format!("{}: missing", path.display())),
+            }
+        }
+        EntryState::Complete
+    }
+
+    /// Re-hashes every file of an entry; the first mismatch is returned.
+    pub fn verify_contents(&self, stage: StageKind, key: &str) -> Result<(), String> {
+        let entry = self.entry_path(stage, key);
+        let manifest = read_manifest(&entry)?;
+        manifest.files.par_iter().try_for_each(|file| {
+            let path = entry.join(&file.path);
+            let hash = hash_file(&path).map_err(|error| error.to_string())?;
+            if hash == file.blake3 {
+                Ok(())
+            } else {
+                Err(format!("{}: contents changed since written", path.display()))
+            }
+        })
+    }
+
+    /// The stored fingerprint of an entry, if it is there and readable.
+    pub fn fingerprint(&self, stage: StageKind, key: &str) -> Option<StoredFingerprint> {
+        let path = self.entry_path(stage, key).join(FINGERPRINT_FILE);
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Takes the lock of an entry, waiting while another process holds it.
+    pub fn lock(&self, stage: StageKind, key: &str) -> Result<EntryLock, CacheError> {
+        let folder = self.root.join("locks");
+        fs_err::create_dir_all(&folder)?;
+        let path = folder.join(format!("{}-{key}.lock", stage.cache_folder()));
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let file = file.into_file();
+        file.lock().map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("{}: cannot lock: {error}", path.display()),
+            )
+        })?;
+        Ok(EntryLock { _file: file })
+    }
+
+    /// Starts writing the entry for `key`: an empty folder under `tmp/`. Call with the entry's
+    /// lock held; leftovers of killed writers of the same key are removed first.
+    pub fn begin(&self, stage: StageKind, key: &str) -> Result<PendingEntry, CacheError> {
+        let tmp_root = self.root.join("tmp");
+        fs_err::create_dir_all(&tmp_root)?;
+        let prefix = format!("{}-{key}.", stage.cache_folder());
+        for leftover in fs_err::read_dir(&tmp_root)? {
+            let leftover = leftover?;
+            if leftover.file_name().to_string_lossy().starts_with(&prefix) {
+                fs_err::remove_dir_all(leftover.path())?;
+            }
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let dir = tmp_root.join(format!("{prefix}{}.{nanos}", std::process::id()));
+        fs_err::create_dir_all(&dir)?;
+        Ok(PendingEntry {
+            dir,
+            target: self.entry_path(stage, key),
+            committed: false,
+        })
+    }
+
+    /// Moves an entry that failed its check to `corrupt/`, keeping it for inspection.
+    pub fn quarantine(&self, stage: StageKind, key: &str) -> Result<PathBuf, CacheError> {
+        let entry = self.entry_path(stage, key);
+        let folder = self.root.join("corrupt");
+        fs_err::create_dir_all(&folder)?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let target = folder.join(format!("{}-{key}.{nanos}", stage.cache_folder()));
+        fs_err::rename(&entry, &target)?;
+        Ok(target)
+    }
+}
+
+/// An entry's lock; released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct EntryLock {
+    _file: File,
+}
+
+/// An entry being written. Dropping it without [`PendingEntry::commit`] removes the folder.
+#[derive(Debug)]
+pub struct PendingEntry {
+    dir: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl PendingEntry {
+    /// The folder to write outputs into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the fingerprint and manifest, syncs, and renames the entry into place.
+    pub fn commit(mut self, fingerprint: &StoredFingerprint) -> Result<PathBuf, CacheError> {
+        write_json(&self.dir.join(FINGERPRINT_FILE), fingerprint)?;
+        let manifest = build_manifest(&self.dir)?;
+        write_json(&self.dir.join(MANIFEST_FILE), &manifest)?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| {
+                std::io::Error::new(error.kind(), format!("{}: {error}", self.dir.display()))
+            })?;
+        if let Some(parent) = self.target.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        fs_err::rename(&self.dir, &self.target)?;
+        if let Some(parent) = self.target.parent() {
+            // Make the rename itself durable.
+            let _ = File::open(parent).and_then(|dir| dir.sync_all());
+        }
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Writes pretty JSON to `path` and syncs it.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CacheError> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(|error| CacheError::Json {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })?;
+    text.push(b'\n');
+    let mut file = fs_err::File::create(path)?;
+    std::io::Write::write_all(&mut file, &text)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn read_manifest(entry: &Path) -> Result<Manifest, String> {
+    let path = entry.join(MANIFEST_FILE);
+    let text =
+        std::fs::read(&path).map_err(|error| format!("{}: unreadable: {error}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|error| format!("{}: invalid: {error}", path.display()))
+}
+
+fn hash_file(path: &Path) -> Result<String, std::io::Error> {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(fs_err::File::open(path)?)
+        .map_err(|error| std::io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Hashes (and syncs) every file under `dir` except the manifest.
+fn build_manifest(dir: &Path) -> Result<Manifest, CacheError> {
+    let mut paths = Vec::new();
+    for item in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let item = item.map_err(|error| {
+            std::io::Error::other(format!("{}: {error}", dir.display()))
+        })?;
+        if !item.file_type().is_file() {
+            continue;
+        }
+        let relative = item
+            .path()
+            .strip_prefix(dir)
+            .map_err(|error| std::io::Error::other(error.to_string()))?
+            .to_string_lossy()
+            .replace('\\', "/");
+        if relative != MANIFEST_FILE {
+            paths.push(relative);
+        }
+    }
+    let files = paths
+        .into_par_iter()
+        .map(|relative| {
+            let path = dir.join(&relative);
+            let file = fs_err::File::open(&path)?;
+            file.sync_all()?;
+            let len = file.metadata()?.len();
+            Ok(ManifestFile {
+                blake3: hash_file(&path)?,
+                path: relative,
+                len,
+            })
+        })
+        .collect::<Result<Vec<_>, std::io::Error>>()?;
+    Ok(Manifest { files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fingerprint::Fingerprint;
+    use std::collections::BTreeMap;
+
+    fn fingerprint() -> StoredFingerprint {
+        let fingerprint = Fingerprint {
+            stage: StageKind::Stats,
+            format: 1,
+            vilab: "test".into(),
+            spec: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+        };
+        StoredFingerprint {
+            key: fingerprint.key(),
+            fingerprint,
+            input_files: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn entries_appear_only_when_committed_and_detect_damage() {
+        let out = tempfile::tempdir().unwrap();
+        let cache = Cache::new(out.path());
+        let stored = fingerprint();
+        let key = stored.key.clone();
+        assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Missing);
+        let _lock = cache.lock(StageKind::Stats, &key).unwrap();
+        let pending = cache.begin(StageKind::Stats, &key).unwrap();
+        std::fs::write(pending.dir().join("stats.json"), b"{\"mean\": 1}").unwrap();
+        assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Missing);
+        let entry = pending.commit(&stored).unwrap();
+        assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Complete);
+        assert!(cache.verify_contents(StageKind::Stats, &key).is_ok());
+        assert_eq!(cache.fingerprint(StageKind::Stats, &key).unwrap(), stored);
+
+        std::fs::write(entry.join("stats.json"), b"{\"mean\": 2}").unwrap();
+        assert!(cache.verify_contents(StageKind::Stats, &key).is_err());
+        std::fs::write(entry.join("stats.json"), b"{}").unwrap();
+        assert!(matches!(
+            cache.state(StageKind::Stats, &key),
+            EntryState::Corrupt(reason) if reason.contains("stats.json")
+        ));
+        let kept = cache.quarantine(StageKind::Stats, &key).unwrap();
+        assert!(kept.join("stats.json").is_file());
+        assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Missing);
+    }
+
+    #[test]
+    fn abandoned_entries_leave_nothing_behind() {
+        let out = tempfile::tempdir().unwrap();
+        let cache = Cache::new(out.path());
+        let pending = cache.begin(StageKind::Split, "abcdef").unwrap();
+        let dir = pending.dir().to_path_buf();
+        std::fs::write(dir.join("half.csv"), b"x").unwrap();
+        drop(pending);
+        assert!(!dir.exists());
+        assert_eq!(cache.state(StageKind::Split, "abcdef"), EntryState::Missing);
+    }
+}

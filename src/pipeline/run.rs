@@ -1,0 +1,329 @@
+//! Executing a plan: compute what is not cached, reuse the rest, and lay out the run folder.
+//!
+//! # Run folders
+//!
+//! ```text
+//! <out>/<name>/<run-id>/     run-id: 12 hex digits of blake3(resolved spec + stage keys)
+//!     spec.yaml              the resolved spec (every layer merged, defaults filled in)
+//!     run.json               version, backend, seed, host, git commit, and per stage: key,
+//!                            computed or reused, seconds
+//!     <stage> -> ../../cache/<stage>-v<N>/<kk>/<key>    one link per stage output
+//! <out>/<name>/latest -> <run-id>
+//! ```
+//!
+//! The same resolved spec over the same data always maps to the same folder, so re-running is
+//! a no-op; anything that changes a stage key gives a new folder and leaves the old one intact.
+//! Every file of the folder is replaced atomically (written beside, then renamed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::StageKind;
+use super::cache::{Cache, CacheError, EntryState};
+use super::plan::{Plan, PlanError, PlanOptions, build_plan};
+use crate::progress::Reporter;
+use crate::spec::LoadedSpec;
+use crate::stages::{StageContext, StageError, run_stage};
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output root (`outputs/` by default): holds the cache and the run folders.
+    pub out: PathBuf,
+    /// How input folders are fingerprinted.
+    pub plan: PlanOptions,
+}
+
+/// What happened to one stage in one invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// The stage.
+    pub stage: StageKind,
+    /// Its key.
+    pub key: String,
+    /// `computed` or `reused`.
+    pub state: String,
+    /// Wall time of the stage in this invocation.
+    pub seconds: f64,
+    /// The one-line summary the stage gave when it was computed (empty when reused).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+}
+
+/// `run.json`: the record of the latest invocation of a run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// vilab's version.
+    pub vilab: String,
+    /// Experiment name.
+    pub name: String,
+    /// The run folder's name.
+    pub run_id: String,
+    /// The experiment file as given.
+    pub spec_file: String,
+    /// Backend of the spec.
+    pub backend: String,
+    /// Global seed.
+    pub seed: u64,
+    /// Host name.
+    pub host: String,
+    /// Commit of the git repository holding the experiment file, if any (`+dirty` when the
+    /// file has uncommitted changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// Start of the invocation, RFC 3339.
+    pub started_at: String,
+    /// End of the invocation, RFC 3339.
+    pub finished_at: String,
+    /// Wall time of the invocation.
+    pub seconds: f64,
+    /// Stages in execution order.
+    pub stages: Vec<StageRecord>,
+}
+
+impl RunRecord {
+    /// Stage ⇒ key, for comparisons with a later plan.
+    pub fn keys(&self) -> BTreeMap<StageKind, String> {
+        self.stages
+            .iter()
+            .map(|stage| (stage.stage, stage.key.clone()))
+            .collect()
+    }
+}
+
+/// The result of `vilab run`.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// What was recorded in its `run.json`.
+    pub record: RunRecord,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The plan could not be built (an input folder could not be scanned).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The cache could not be read or written.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A stage failed; nothing of it was committed.
+    #[error("{stage}: {source}")]
+    Stage {
+        /// The stage.
+        stage: StageKind,
+        /// Why.
+        source: StageError,
+    },
+    /// The run folder could not be written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The folder of an experiment's runs.
+pub fn experiment_dir(out: &Path, spec: &LoadedSpec) -> PathBuf {
+    out.join(&spec.spec.name)
+}
+
+/// The stage keys of the latest run of this experiment under `out`, if there was one.
+pub fn previous_keys(out: &Path, spec: &LoadedSpec) -> BTreeMap<StageKind, String> {
+    let path = experiment_dir(out, spec).join("latest").join("run.json");
+    std::fs::read(path)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<RunRecord>(&text).ok())
+        .map(|record| record.keys())
+        .unwrap_or_default()
+}
+
+/// Plans and runs an experiment.
+pub fn run_experiment(
+    spec: &LoadedSpec,
+    options: &RunOptions,
+    reporter: &Reporter,
+) -> Result<RunOutcome, RunError> {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let plan = build_plan(spec, options.plan)?;
+    let cache = Cache::new(&options.out);
+    let mut records = Vec::new();
+    let mut outputs: BTreeMap<StageKind, PathBuf> = BTreeMap::new();
+    for stage in &plan.stages {
+        let stage_clock = Instant::now();
+        let (state, summary) = ensure_entry(spec, &plan, &cache, stage.kind, &outputs, reporter)?;
+        let seconds = stage_clock.elapsed().as_secs_f64();
+        if state == "computed" {
+            reporter.stage(stage.kind.name(), &format!("computed in {seconds:.1} s — {summary}"));
+        } else {
+            reporter.stage(stage.kind.name(), "cached");
+        }
+        outputs.insert(stage.kind, cache.entry_path(stage.kind, stage.key()));
+        records.push(StageRecord {
+            stage: stage.kind,
+            key: stage.key().to_owned(),
+            state: state.to_owned(),
+            seconds,
+            summary,
+        });
+    }
+    let run_dir = experiment_dir(&options.out, spec).join(&plan.run_id);
+    fs_err::create_dir_all(&run_dir)?;
+    let mut spec_text = format!(
+        "# Resolved by vilab {} from {}: every layer merged, every default filled in.\n",
+        env!("CARGO_PKG_VERSION"),
+        spec.file.display()
+    );
+    spec_text.push_str(
+        &serde_yaml::to_string(&spec.resolved)
+            .map_err(|error| std::io::Error::other(format!("spec.yaml: {error}")))?,
+    );
+    write_atomic(&run_dir.join("spec.yaml"), spec_text.as_bytes())?;
+    for stage in &plan.stages {
+        let target = Path::new("../..")
+            .join("cache")
+            .join(stage.kind.cache_folder())
+            .join(&stage.key()[..2])
+            .join(stage.key());
+        link_atomic(&target, &run_dir.join(stage.kind.name()))?;
+    }
+    let record = RunRecord {
+        vilab: env!("CARGO_PKG_VERSION").to_owned(),
+        name: spec.spec.name.clone(),
+        run_id: plan.run_id.clone(),
+        spec_file: spec.file.display().to_string(),
+        backend: format!("{:?}", spec.spec.backend).to_lowercase(),
+        seed: spec.spec.seed,
+        host: host_name(),
+        git_commit: git_commit(&spec.file),
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        seconds: clock.elapsed().as_secs_f64(),
+        stages: records,
+    };
+    let mut json = serde_json::to_vec_pretty(&record)
+        .map_err(|error| std::io::Error::other(format!("run.json: {error}")))?;
+    json.push(b'\n');
+    write_atomic(&run_dir.join("run.json"), &json)?;
+    link_atomic(
+        Path::new(&plan.run_id),
+        &experiment_dir(&options.out, spec).join("latest"),
+    )?;
+    Ok(RunOutcome { run_dir, record })
+}
+
+/// Makes sure the entry of `kind` exists: reuse it, or compute it under its lock.
+fn ensure_entry(
+    spec: &LoadedSpec,
+    plan: &Plan,
+    cache: &Cache,
+    kind: StageKind,
+    outputs: &BTreeMap<StageKind, PathBuf>,
+    reporter: &Reporter,
+) -> Result<(&'static str, String), RunError> {
+    let stage = plan
+        .stage(kind)
+        .unwrap_or_else(|| unreachable!("the runner iterates planned stages"));
+    let key = stage.key();
+    if cache.state(kind, key) == EntryState::Complete {
+        return Ok(("reused", String::new()));
+    }
+    let _lock = cache.lock(kind, key)?;
+    match cache.state(kind, key) {
+        EntryState::Complete => return Ok(("reused", String::new())),
+        EntryState::Corrupt(reason) => {
+            let kept = cache.quarantine(kind, key)?;
+            reporter.stage(
+                kind.name(),
+                &format!(
+                    "cache entry damaged ({reason}); moved to {} and recomputing",
+                    kept.display()
+                ),
+            );
+        }
+        EntryState::Missing => {}
+    }
+    reporter.stage(kind.name(), "computing…");
+    let pending = cache.begin(kind, key)?;
+    let context = StageContext {
+        spec,
+        plan,
+        upstream: outputs.clone(),
+        reporter,
+    };
+    let summary = run_stage(kind, &context, pending.dir())
+        .map_err(|source| RunError::Stage { stage: kind, source })?;
+    pending.commit(&stage.stored)?;
+    Ok(("computed", summary))
+}
+
+/// Writes `bytes` beside `path` and renames it into place.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let mut file = fs_err::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    fs_err::rename(&tmp, path)
+}
+
+/// Points the symbolic link `link` at `target`, replacing an existing link atomically.
+pub fn link_atomic(target: &Path, link: &Path) -> Result<(), std::io::Error> {
+    if std::fs::read_link(link).is_ok_and(|current| current == target) {
+        return Ok(());
+    }
+    let file_name = link
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = link.with_file_name(format!(".{file_name}.{}.link", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(target, &tmp).map_err(|error| {
+        std::io::Error::new(error.kind(), format!("{}: {error}", tmp.display()))
+    })?;
+    #[cfg(not(unix))]
+    return Err(std::io::Error::other("run folders need symbolic links (Unix)"));
+    fs_err::rename(&tmp, link)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The commit of the repository holding `file`, with `+dirty` when the file has changes.
+fn git_commit(file: &Path) -> Option<String> {
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(folder)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let commit = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let name = file.file_name()?;
+    let dirty = std::process::Command::new("git")
+        .arg("-C")
+        .arg(folder)
+        .args(["status", "--porcelain", "--"])
+        .arg(name)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .is_some_and(|status| !status.stdout.is_empty());
+    Some(if dirty { format!("{commit}+dirty") } else { commit })
+}

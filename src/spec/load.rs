@@ -1,0 +1,583 @@
+//! Loading an experiment: layering, validation, resolution.
+//!
+//! Layers, lowest first (figment merges them):
+//! 1. built-in defaults (the `#[serde(default)]`s of [`super::types`]),
+//! 2. the YAML file,
+//! 3. `VILAB_*` environment variables, `__` for nesting (`VILAB_TRAIN__EPOCHS=3`),
+//! 4. `--set path=value` arguments, in order (value parsed as a YAML scalar or flow list).
+//!
+//! The merged document is checked against the JSON Schema, collecting *every* problem with the
+//! origin of the offending value, then checked for what a schema cannot say (folders exist,
+//! mean and std come together). Only a spec without problems is deserialised; its serialised
+//! form, with every default filled in, is the resolved spec that runs are hashed on and saved.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::paths::LocationSegment;
+use jsonschema::{Draft, ValidationError, Validator};
+use serde_json::Value;
+
+use super::positions::{PositionMap, SyntaxError, TopLevel};
+use super::problems::{Origin, Problem, Problems, suggest};
+use super::schema::{experiment_schema, node_at, property_names};
+use super::types::ExperimentSpec;
+
+/// Fields holding file system paths. In the file they are relative to the file's folder; from
+/// `--set` or the environment, relative to the current directory.
+const PATH_FIELDS: &[&str] = &[
+    "data.root",
+    "data.val_root",
+    "data.test_root",
+    "model.pretrained",
+];
+
+/// Top-level fields an environment variable without `__` may set (`VILAB_SEED=7`). Other
+/// `VILAB_*` variables configure the program, not the experiment, and are left alone.
+const TOP_LEVEL_ENV_FIELDS: &[&str] = &["name", "seed", "backend"];
+
+/// An experiment that passed validation.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// The experiment file as named by the user.
+    pub file: PathBuf,
+    /// Absolute folder of the experiment file; relative paths in the file start here.
+    pub base_dir: PathBuf,
+    /// The typed spec.
+    pub spec: ExperimentSpec,
+    /// The resolved spec: every layer merged, every default filled in.
+    pub resolved: Value,
+}
+
+impl LoadedSpec {
+    /// A path from the spec made usable: relative ones are joined to the file's folder.
+    pub fn resolve_path(&self, path: &str) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+/// Why an experiment could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read at all.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// One or more problems, each on its own line.
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// One value from the environment or the command line.
+#[derive(Debug, Clone)]
+struct Override {
+    path: String,
+    value: Value,
+    origin: Origin,
+}
+
+/// Loads, layers and validates an experiment file.
+pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
+    let text = fs_err::read(file).map_err(|error| LoadError::Read {
+        path: file.to_path_buf(),
+        source: std::io::Error::new(error.kind(), strip_path_prefix(&error)),
+    })?;
+    let file_origin = |position| Origin::File {
+        file: file.to_path_buf(),
+        position,
+    };
+    let invalid = |position, message: String| {
+        LoadError::Invalid(Problems(vec![Problem {
+            origin: file_origin(position),
+            field: String::new(),
+            message,
+        }]))
+    };
+    let Ok(text) = String::from_utf8(text) else {
+        return Err(invalid(
+            None,
+            "not a text file (invalid UTF-8); expected a YAML experiment".into(),
+        ));
+    };
+    let positions = PositionMap::parse(&text).map_err(|SyntaxError { position, message }| {
+        invalid(Some(position), format!("YAML syntax error: {message}"))
+    })?;
+    match positions.top_level() {
+        TopLevel::Mapping => {}
+        TopLevel::Empty => {
+            return Err(invalid(
+                None,
+                "empty experiment file; expected a YAML mapping with at least `name` and `data.root`"
+                    .into(),
+            ));
+        }
+        TopLevel::Sequence | TopLevel::Scalar => {
+            let found = if positions.top_level() == TopLevel::Sequence {
+                "a list"
+            } else {
+                "a single value"
+            };
+            return Err(invalid(
+                Some(super::positions::Position { line: 1, column: 1 }),
+                format!("expected a mapping of sections (name, data, train, ...) at the top level, found {found}"),
+            ));
+        }
+    }
+
+    let base_dir = absolute_parent(file);
+    let mut problems = Vec::new();
+    let overrides = collect_overrides(sets, &mut problems);
+    let mut figment = Figment::from(Yaml::string(&text));
+    for item in &overrides {
+        figment = figment.merge(Serialized::default(&item.path, &item.value));
+    }
+    let merged: Value = match figment.extract() {
+        Ok(value) => value,
+        Err(error) => {
+            return Err(invalid(None, format!("cannot read YAML: {error}")));
+        }
+    };
+
+    let context = Context {
+        file,
+        positions: &positions,
+        overrides: &overrides,
+        base_dir: &base_dir,
+    };
+    for error in validator().iter_errors(&merged) {
+        context.report_schema_error(&error, &mut problems);
+    }
+    context.check_semantics(&merged, &mut problems);
+    if !problems.is_empty() {
+        context.sort(&mut problems);
+        problems.dedup();
+        return Err(LoadError::Invalid(Problems(problems)));
+    }
+    let spec: ExperimentSpec = serde_json::from_value(merged)
+        .map_err(|error| invalid(None, format!("does not describe an experiment: {error}")))?;
+    let resolved = serde_json::to_value(&spec)
+        .map_err(|error| invalid(None, format!("cannot serialise the resolved spec: {error}")))?;
+    Ok(LoadedSpec {
+        file: file.to_path_buf(),
+        base_dir,
+        spec,
+        resolved,
+    })
+}
+
+/// fs-err puts the path in the message already; `LoadError::Read` adds it once itself.
+fn strip_path_prefix(error: &std::io::Error) -> String {
+    std::io::Error::from(error.kind()).to_string()
+}
+
+fn absolute_parent(file: &Path) -> PathBuf {
+    let parent = file.parent().unwrap_or(Path::new(""));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+fn validator() -> &'static Validator {
+    static VALIDATOR: OnceLock<Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        jsonschema::options()
+            .with_draft(Draft::Draft7)
+            .build(experiment_schema())
+            .unwrap_or_else(|error| unreachable!("the generated schema is valid: {error}"))
+    })
+}
+
+/// Environment variables, then `--set` arguments, as overrides in merge order.
+fn collect_overrides(sets: &[String], problems: &mut Vec<Problem>) -> Vec<Override> {
+    let mut overrides = Vec::new();
+    let env = Env::prefixed("VILAB_").split("__");
+    let mut variables: Vec<(String, String)> = env
+        .iter()
+        .map(|(key, value)| (key.as_str().to_lowercase(), value))
+        .filter(|(key, _)| key.contains('.') || TOP_LEVEL_ENV_FIELDS.contains(&key.as_str()))
+        .collect();
+    variables.sort();
+    for (path, raw) in variables {
+        let variable = format!("VILAB_{}", path.to_uppercase().replace('.', "__"));
+        let origin = Origin::Env(variable);
+        match parse_value(&raw) {
+            Ok(value) => overrides.push(Override {
+                value: absolutize(&path, value),
+                path,
+                origin,
+            }),
+            Err(message) => problems.push(Problem {
+                origin,
+                field: path,
+                message,
+            }),
+        }
+    }
+    for argument in sets {
+        let origin = Origin::Set(argument.clone());
+        let Some((path, raw)) = argument.split_once('=') else {
+            problems.push(Problem {
+                origin,
+                field: String::new(),
+                message: "expected PATH=VALUE, e.g. --set train.epochs=3".into(),
+            });
+            continue;
+        };
+        let path = path.trim();
+        let well_formed = !path.is_empty()
+            && path.split('.').all(|segment| {
+                !segment.is_empty()
+                    && segment
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !well_formed {
+            problems.push(Problem {
+                origin,
+                field: String::new(),
+                message: format!(
+                    "`{path}` is not a field path; expected dotted names like train.optimizer.lr"
+                ),
+            });
+            continue;
+        }
+        match parse_value(raw) {
+            Ok(value) => overrides.push(Override {
+                path: path.to_owned(),
+                value: absolutize(path, value),
+                origin,
+            }),
+            Err(message) => problems.push(Problem {
+                origin,
+                field: path.to_owned(),
+                message,
+            }),
+        }
+    }
+    overrides
+}
+
+/// Parses an override value as a YAML scalar or flow collection.
+fn parse_value(raw: &str) -> Result<Value, String> {
+    serde_yaml::from_str::<Value>(raw)
+        .map_err(|error| format!("cannot parse `{raw}` as a YAML value: {error}"))
+}
+
+/// Relative paths given outside the file are relative to the current directory.
+fn absolutize(path: &str, value: Value) -> Value {
+    if !PATH_FIELDS.contains(&path) {
+        return value;
+    }
+    match &value {
+        Value::String(text) if Path::new(text).is_relative() => std::path::absolute(text)
+            .map(|absolute| Value::String(absolute.to_string_lossy().into_owned()))
+            .unwrap_or(value),
+        _ => value,
+    }
+}
+
+struct Context<'a> {
+    file: &'a Path,
+    positions: &'a PositionMap,
+    overrides: &'a [Override],
+    base_dir: &'a Path,
+}
+
+/// Whether the dotted `path` lies inside `prefix` or is it.
+fn is_within(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'.'))
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(number) if number.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("`{text}`"),
+        Value::Object(_) => "a mapping".into(),
+        other => other.to_string(),
+    }
+}
+
+fn expected_type(kind: &TypeKind) -> String {
+    let name = |t: &str| match t {
+        "object" => "a mapping".to_owned(),
+        "array" => "a list".to_owned(),
+        "integer" => "an integer".to_owned(),
+        "null" => "null".to_owned(),
+        other => format!("a {other}"),
+    };
+    match kind {
+        TypeKind::Single(single) => name(&single.to_string()),
+        TypeKind::Multiple(set) => {
+            let names: Vec<String> = set
+                .into_iter()
+                .filter(|t| t.to_string() != "null")
+                .map(|t| name(&t.to_string()))
+                .collect();
+            names.join(" or ")
+        }
+    }
+}
+
+impl Context<'_> {
+    /// The origin of the value at `field`: the last override covering it, else the file.
+    fn origin(&self, field: &str, at_key: bool) -> Origin {
+        if let Some(item) = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|item| is_within(field, &item.path) || is_within(&item.path, field))
+        {
+            return item.origin.clone();
+        }
+        let position = match self.positions.get(field) {
+            Some(found) if at_key => found.key.or(Some(found.value)),
+            Some(found) => Some(found.value),
+            None => self.positions.nearest(field).map(|found| found.value),
+        };
+        Origin::File {
+            file: self.file.to_path_buf(),
+            position,
+        }
+    }
+
+    fn problem(&self, field: String, at_key: bool, message: String) -> Problem {
+        Problem {
+            origin: self.origin(&field, at_key),
+            field,
+            message,
+        }
+    }
+
+    fn report_schema_error(&self, error: &ValidationError<'_>, problems: &mut Vec<Problem>) {
+        let segments: Vec<String> = error
+            .instance_path()
+            .iter()
+            .map(|segment| match segment {
+                LocationSegment::Property(name) => name.to_string(),
+                LocationSegment::Index(index) => index.to_string(),
+            })
+            .collect();
+        let field = segments.join(".");
+        let value = error.instance();
+        let schema = experiment_schema();
+        let message = match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let allowed = node_at(schema, &segments)
+                    .map(|node| property_names(schema, node))
+                    .unwrap_or_default();
+                for name in unexpected {
+                    let child = if field.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{field}.{name}")
+                    };
+                    let message = match suggest(name, allowed.iter().map(String::as_str)) {
+                        Some(close) => format!("unknown field; did you mean `{close}`?"),
+                        None => format!("unknown field; expected one of: {}", allowed.join(", ")),
+                    };
+                    problems.push(self.problem(child, true, message));
+                }
+                return;
+            }
+            ValidationErrorKind::Required { property } => {
+                let name = property.as_str().unwrap_or_default();
+                let child = if field.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{field}.{name}")
+                };
+                problems.push(self.problem(child, true, "missing required field".into()));
+                return;
+            }
+            ValidationErrorKind::Type { kind } => format!(
+                "expected {}, found {} {}",
+                expected_type(kind),
+                type_name(value),
+                shown(value)
+            ),
+            ValidationErrorKind::Minimum { limit } => {
+                format!("must be ≥ {limit} (got {})", shown(value))
+            }
+            ValidationErrorKind::ExclusiveMinimum { limit } => {
+                format!("must be > {limit} (got {})", shown(value))
+            }
+            ValidationErrorKind::Maximum { limit } => {
+                format!("must be ≤ {limit} (got {})", shown(value))
+            }
+            ValidationErrorKind::ExclusiveMaximum { limit } => {
+                format!("must be < {limit} (got {})", shown(value))
+            }
+            ValidationErrorKind::MinItems { limit } | ValidationErrorKind::MaxItems { limit } => {
+                let count = value.as_array().map_or(0, Vec::len);
+                format!("expected {limit} values, found {count}")
+            }
+            ValidationErrorKind::Enum { options } => {
+                let names: Vec<&str> = options
+                    .as_array()
+                    .map(|all| all.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let what = if field == "model.name" {
+                    "unknown model"
+                } else {
+                    "unknown value"
+                };
+                match value
+                    .as_str()
+                    .and_then(|text| suggest(text, names.iter().copied()))
+                {
+                    Some(close) => format!("{what} {}; did you mean `{close}`?", shown(value)),
+                    None => format!("{what} {}; expected one of: {}", shown(value), names.join(", ")),
+                }
+            }
+            ValidationErrorKind::Pattern { .. } if field == "name" => format!(
+                "must be a single safe path component (letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most 100 characters); got {}",
+                shown(value)
+            ),
+            ValidationErrorKind::AnyOf { context }
+            | ValidationErrorKind::OneOfNotValid { context } => {
+                // Report the branch that got furthest: for `Option<T>` that is T's own errors.
+                if let Some(best) = context
+                    .iter()
+                    .filter(|branch| !branch.is_empty())
+                    .max_by_key(|branch| {
+                        let depth = branch
+                            .iter()
+                            .map(|e| e.instance_path().iter().count())
+                            .max()
+                            .unwrap_or(0);
+                        let not_null_type = branch.iter().all(|e| {
+                            !matches!(e.kind(), ValidationErrorKind::Type { kind: TypeKind::Single(t) } if t.to_string() == "null")
+                        });
+                        (not_null_type, depth, usize::MAX - branch.len())
+                    })
+                {
+                    for inner in best {
+                        self.report_schema_error(inner, problems);
+                    }
+                    return;
+                }
+                format!("{} is not valid here", shown(value))
+            }
+            _ => format!("{} is not valid here: {error}", shown(value)),
+        };
+        problems.push(self.problem(field, false, message));
+    }
+
+    /// What the schema cannot say: folders exist, options that go together.
+    fn check_semantics(&self, merged: &Value, problems: &mut Vec<Problem>) {
+        for field in ["data.root", "data.val_root", "data.test_root"] {
+            let Some(Value::String(text)) = merged.pointer(&format!("/{}", field.replace('.', "/")))
+            else {
+                continue;
+            };
+            let path = self.base_dir.join(text);
+            let message = match fs_err::metadata(&path) {
+                Ok(metadata) if metadata.is_dir() => continue,
+                Ok(_) => format!("`{text}` is not a folder"),
+                Err(_) => format!("folder `{text}` not found"),
+            };
+            problems.push(self.problem(field.to_owned(), false, message));
+        }
+        if let Some(Value::String(text)) = merged.pointer("/model/pretrained")
+            && !self.base_dir.join(text).is_file()
+        {
+            problems.push(self.problem(
+                "model.pretrained".into(),
+                false,
+                format!("checkpoint file `{text}` not found"),
+            ));
+        }
+        let mean = merged.pointer("/stats/mean").filter(|v| !v.is_null());
+        let std = merged.pointer("/stats/std").filter(|v| !v.is_null());
+        match (mean, std) {
+            (Some(_), None) => problems.push(self.problem(
+                "stats.std".into(),
+                false,
+                "required when stats.mean is given (fixed statistics need both)".into(),
+            )),
+            (None, Some(_)) => problems.push(self.problem(
+                "stats.mean".into(),
+                false,
+                "required when stats.std is given (fixed statistics need both)".into(),
+            )),
+            _ => {}
+        }
+        if let Some(Value::Array(values)) = std {
+            for (index, value) in values.iter().enumerate() {
+                if value.as_f64().is_some_and(|v| v <= 0.0) {
+                    problems.push(self.problem(
+                        format!("stats.std.{index}"),
+                        false,
+                        format!("must be > 0 (got {value})"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// File problems in line order, then overrides.
+    fn sort(&self, problems: &mut [Problem]) {
+        problems.sort_by_key(|problem| match &problem.origin {
+            Origin::File { position, .. } => (
+                0,
+                position.map_or((0, 0), |p| (p.line, p.column)),
+                String::new(),
+            ),
+            Origin::Env(name) => (1, (0, 0), name.clone()),
+            Origin::Set(argument) => (
+                2,
+                (
+                    self.overrides
+                        .iter()
+                        .position(|item| &item.origin == &Origin::Set(argument.clone()))
+                        .unwrap_or(usize::MAX),
+                    0,
+                ),
+                String::new(),
+            ),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_is_segment_aware() {
+        assert!(is_within("train.epochs", "train"));
+        assert!(is_within("train", "train"));
+        assert!(!is_within("trainer.x", "train"));
+    }
+
+    #[test]
+    fn override_values_are_yaml_scalars_and_flow_lists() {
+        assert_eq!(parse_value("3").unwrap(), Value::from(3));
+        assert_eq!(parse_value("1e-4").unwrap(), Value::from(1e-4));
+        assert_eq!(parse_value("[1, 2]").unwrap(), serde_json::json!([1, 2]));
+        assert_eq!(parse_value("abc").unwrap(), Value::from("abc"));
+        assert!(parse_value("[1,").is_err());
+    }
+}

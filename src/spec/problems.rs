@@ -1,0 +1,119 @@
+//! Problems found in an experiment, each pointing at where the offending value came from.
+//!
+//! A value can come from the YAML file (reported as `FILE:LINE:COL`), from `--set` or from a
+//! `VILAB_*` environment variable; every problem names that origin and the dotted field path, so
+//! `vilab validate` prints one actionable line per mistake.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::positions::Position;
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The experiment file, at a position when one is known.
+    File {
+        /// The file as the user named it.
+        file: PathBuf,
+        /// Line and column of the key or value.
+        position: Option<Position>,
+    },
+    /// A `--set PATH=VALUE` argument.
+    Set(String),
+    /// A `VILAB_*` environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File {
+                file,
+                position: Some(position),
+            } => write!(
+                formatter,
+                "{}:{}:{}",
+                file.display(),
+                position.line,
+                position.column
+            ),
+            Origin::File {
+                file,
+                position: None,
+            } => write!(formatter, "{}", file.display()),
+            Origin::Set(argument) => write!(formatter, "--set {argument}"),
+            Origin::Env(variable) => write!(formatter, "environment {variable}"),
+        }
+    }
+}
+
+/// One mistake in an experiment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where the value came from.
+    pub origin: Origin,
+    /// Dotted field path (`train.optimizer.lr`); empty for file-level problems.
+    pub field: String,
+    /// What is wrong, with the offending value and, where possible, a fix.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(formatter, "{}: {}", self.origin, self.message)
+        } else {
+            write!(formatter, "{}: {}: {}", self.origin, self.field, self.message)
+        }
+    }
+}
+
+/// Everything wrong with an experiment, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(formatter)?;
+            }
+            write!(formatter, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// The closest candidate to `word` by edit distance, when it is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word_lower = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|candidate| {
+            let distance = strsim::damerau_levenshtein(&word_lower, &candidate.to_lowercase());
+            (distance, candidate)
+        })
+        .filter(|(distance, candidate)| {
+            let longest = word.chars().count().max(candidate.chars().count());
+            *distance <= 3 && *distance * 3 <= longest.max(3)
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let fields = ["epochs", "batch_size", "optimizer"];
+        assert_eq!(suggest("epocs", fields), Some("epochs"));
+        assert_eq!(suggest("batchsize", fields), Some("batch_size"));
+        assert_eq!(suggest("momentum", fields), None);
+        assert_eq!(suggest("vil_tiy", ["vil_tiny", "vil_small"]), Some("vil_tiny"));
+    }
+}

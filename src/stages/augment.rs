@@ -1,0 +1,40 @@
+//! The `augment` stage, first half: every split decoded and resized once into a packed uint8
+//! file plus labels (`<split>.u8`, `<split>.labels`, `<split>.json`), so training epochs read
+//! memory-mapped bytes and never decode an image again. The random augmentations are applied on
+//! the fly by the training loader.
+
+use std::path::Path;
+
+use super::split::SplitSummary;
+use super::{StageContext, StageError, read_json};
+use crate::data::manifest::read_manifest;
+use crate::data::pack::write_pack;
+use crate::pipeline::StageKind;
+
+/// Runs the stage.
+pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
+    let size = context.spec.spec.data.image_size;
+    let split_dir = context.upstream(StageKind::Split)?;
+    let summary: SplitSummary = read_json(&split_dir.join("split.json"))?;
+    let mut parts = Vec::new();
+    let mut bytes = 0u64;
+    for (split, field) in &summary.roots {
+        let root = context
+            .plan
+            .input(field)
+            .ok_or_else(|| StageError::Invalid(format!("{field} was not scanned")))?;
+        let rows = read_manifest(&split_dir.join(format!("{split}.csv")))?;
+        let entries: Vec<(String, usize)> =
+            rows.into_iter().map(|row| (row.path, row.label)).collect();
+        let spinner = context.reporter.spinner("augment", &format!("packing {split}"));
+        let info = write_pack(out, split, &root.path, &entries, size)?;
+        spinner.finish_and_clear();
+        bytes += (info.count * info.height * info.width * info.channels) as u64;
+        parts.push(format!("{} {split}", info.count));
+    }
+    Ok(format!(
+        "{} images packed at {size}×{size} ({:.1} MiB)",
+        parts.join(" + "),
+        bytes as f64 / (1024.0 * 1024.0)
+    ))
+}

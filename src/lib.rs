@@ -11,6 +11,7 @@
 //! - [`pipeline`]: stage kinds, fingerprints and keys, plan, cache, runner, run folders.
 //! - [`stages`]: one file per stage (split, stats, augment).
 //! - [`data`]: image-folder scan, decoding, split, manifests, packing, statistics, IDX import.
+//! - [`train`]: the training recipe (schedules so far).
 //! - [`progress`]: progress bars and lines.
 
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod pipeline;
 pub mod progress;
 pub mod spec;
 pub mod stages;
+pub mod train;

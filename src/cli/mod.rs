@@ -115,5 +115,8 @@ pub(crate) fn shown_path(path: &std::path::Path) -> String {
     let relative = std::env::current_dir()
         .ok()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from));
-    relative.unwrap_or_else(|| path.to_path_buf()).display().to_string()
+    relative
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
 }

@@ -158,7 +158,10 @@ impl Cache {
             if hash == file.blake3 {
                 Ok(())
             } else {
-                Err(format!("{}: contents changed since written", path.display()))
+                Err(format!(
+                    "{}: contents changed since written",
+                    path.display()
+                ))
             }
         })
     }
@@ -303,7 +306,9 @@ fn hash_file(path: &Path) -> Result<String, std::io::Error> {
     let mut hasher = blake3::Hasher::new();
     hasher
         .update_reader(fs_err::File::open(path)?)
-        .map_err(|error| std::io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
+        .map_err(|error| {
+            std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+        })?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
@@ -311,9 +316,8 @@ fn hash_file(path: &Path) -> Result<String, std::io::Error> {
 fn build_manifest(dir: &Path) -> Result<Manifest, CacheError> {
     let mut paths = Vec::new();
     for item in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let item = item.map_err(|error| {
-            std::io::Error::other(format!("{}: {error}", dir.display()))
-        })?;
+        let item =
+            item.map_err(|error| std::io::Error::other(format!("{}: {error}", dir.display())))?;
         if !item.file_type().is_file() {
             continue;
         }

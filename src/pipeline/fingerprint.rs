@@ -342,8 +342,14 @@ mod tests {
     fn reasons_name_the_first_difference() {
         let names = BTreeMap::from([("data.root".to_owned(), "data1".to_owned())]);
         let files = vec![file("Maize/1.png", 10), file("Wheat/1.png", 10)];
-        let old = stored(BTreeMap::from([("split.seed".into(), json!(42))]), files.clone());
-        let new = stored(BTreeMap::from([("split.seed".into(), json!(7))]), files.clone());
+        let old = stored(
+            BTreeMap::from([("split.seed".into(), json!(42))]),
+            files.clone(),
+        );
+        let new = stored(
+            BTreeMap::from([("split.seed".into(), json!(7))]),
+            files.clone(),
+        );
         assert_ne!(old.key, new.key);
         assert_eq!(
             dirty_reason(&old, &new, &names),

@@ -199,11 +199,7 @@ pub fn build_plan(spec: &LoadedSpec, options: PlanOptions) -> Result<Plan, PlanE
 }
 
 /// Per-file records of a scanned folder: size and mtime, or size and content hash.
-fn file_records(
-    root: &Path,
-    scan: &FolderScan,
-    exact: bool,
-) -> Result<Vec<FileRecord>, DataError> {
+fn file_records(root: &Path, scan: &FolderScan, exact: bool) -> Result<Vec<FileRecord>, DataError> {
     if !exact {
         return Ok(scan
             .files

@@ -157,7 +157,10 @@ pub fn run_experiment(
         let (state, summary) = ensure_entry(spec, &plan, &cache, stage.kind, &outputs, reporter)?;
         let seconds = stage_clock.elapsed().as_secs_f64();
         if state == "computed" {
-            reporter.stage(stage.kind.name(), &format!("computed in {seconds:.1} s — {summary}"));
+            reporter.stage(
+                stage.kind.name(),
+                &format!("computed in {seconds:.1} s — {summary}"),
+            );
         } else {
             reporter.stage(stage.kind.name(), "cached");
         }
@@ -254,8 +257,10 @@ fn ensure_entry(
         upstream: outputs.clone(),
         reporter,
     };
-    let summary = run_stage(kind, &context, pending.dir())
-        .map_err(|source| RunError::Stage { stage: kind, source })?;
+    let summary = run_stage(kind, &context, pending.dir()).map_err(|source| RunError::Stage {
+        stage: kind,
+        source,
+    })?;
     pending.commit(&stage.stored)?;
     Ok(("computed", summary))
 }
@@ -289,7 +294,9 @@ pub fn link_atomic(target: &Path, link: &Path) -> Result<(), std::io::Error> {
         std::io::Error::new(error.kind(), format!("{}: {error}", tmp.display()))
     })?;
     #[cfg(not(unix))]
-    return Err(std::io::Error::other("run folders need symbolic links (Unix)"));
+    return Err(std::io::Error::other(
+        "run folders need symbolic links (Unix)",
+    ));
     fs_err::rename(&tmp, link)
 }
 
@@ -303,7 +310,10 @@ fn host_name() -> String {
 
 /// The commit of the repository holding `file`, with `+dirty` when the file has changes.
 fn git_commit(file: &Path) -> Option<String> {
-    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let output = std::process::Command::new("git")
         .arg("-C")
         .arg(folder)
@@ -325,5 +335,9 @@ fn git_commit(file: &Path) -> Option<String> {
         .output()
         .ok()
         .is_some_and(|status| !status.stdout.is_empty());
-    Some(if dirty { format!("{commit}+dirty") } else { commit })
+    Some(if dirty {
+        format!("{commit}+dirty")
+    } else {
+        commit
+    })
 }

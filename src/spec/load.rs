@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use super::positions::{PositionMap, SyntaxError, TopLevel};
 use super::problems::{Origin, Problem, Problems, suggest};
-use super::schema::{experiment_schema, node_at, property_names};
-use super::types::ExperimentSpec;
+use super::schema::{enum_values, experiment_schema, node_at, property_names, variant_tags};
+use super::types::{ExperimentSpec, MixupConfig, Schedule, Transform};
 
 /// Fields holding file system paths. In the file they are relative to the file's folder; from
 /// `--set` or the environment, relative to the current directory.
@@ -63,12 +63,12 @@ impl LoadedSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read at all.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {message}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The operating system's reason.
+        message: String,
     },
     /// One or more problems, each on its own line.
     #[error("{0}")]
@@ -87,7 +87,7 @@ struct Override {
 pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
     let text = fs_err::read(file).map_err(|error| LoadError::Read {
         path: file.to_path_buf(),
-        source: std::io::Error::new(error.kind(), strip_path_prefix(&error)),
+        message: innermost_message(&error),
     })?;
     let file_origin = |position| Origin::File {
         file: file.to_path_buf(),
@@ -126,7 +126,9 @@ pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
             };
             return Err(invalid(
                 Some(super::positions::Position { line: 1, column: 1 }),
-                format!("expected a mapping of sections (name, data, train, ...) at the top level, found {found}"),
+                format!(
+                    "expected a mapping of sections (name, data, train, ...) at the top level, found {found}"
+                ),
             ));
         }
     }
@@ -172,9 +174,14 @@ pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
     })
 }
 
-/// fs-err puts the path in the message already; `LoadError::Read` adds it once itself.
-fn strip_path_prefix(error: &std::io::Error) -> String {
-    std::io::Error::from(error.kind()).to_string()
+/// The operating system's message: fs-err's wrapper already names the path, which
+/// `LoadError::Read` prints once itself.
+fn innermost_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 fn absolute_parent(file: &Path) -> PathBuf {
@@ -286,6 +293,42 @@ fn absolutize(path: &str, value: Value) -> Value {
     }
 }
 
+/// The allowed values of the enumeration at an instance path, if it is one.
+fn enum_values_at(segments: &[String]) -> Vec<String> {
+    let schema = experiment_schema();
+    node_at(schema, segments)
+        .map(|node| enum_values(schema, node))
+        .unwrap_or_default()
+}
+
+/// The tags of the externally tagged enum at an instance path, if it is one.
+fn variant_tags_at(segments: &[String]) -> Vec<String> {
+    let schema = experiment_schema();
+    node_at(schema, segments)
+        .map(|node| variant_tags(schema, node))
+        .unwrap_or_default()
+}
+
+/// "unknown model `vil_tiy`; did you mean `vil_tiny`?"
+fn unknown_value(field: &str, value: &Value, allowed: &[String]) -> String {
+    let what = if field == "model.name" {
+        "unknown model"
+    } else {
+        "unknown value"
+    };
+    match value
+        .as_str()
+        .and_then(|text| suggest(text, allowed.iter().map(String::as_str)))
+    {
+        Some(close) => format!("{what} {}; did you mean `{close}`?", shown(value)),
+        None => format!(
+            "{what} {}; expected one of: {}",
+            shown(value),
+            allowed.join(", ")
+        ),
+    }
+}
+
 struct Context<'a> {
     file: &'a Path,
     positions: &'a PositionMap,
@@ -295,8 +338,17 @@ struct Context<'a> {
 
 /// Whether the dotted `path` lies inside `prefix` or is it.
 fn is_within(path: &str, prefix: &str) -> bool {
-    path == prefix
-        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'.'))
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'.'))
+}
+
+/// A schema limit as a person writes it: `0`, not `0.0`.
+fn limit(value: &Value) -> String {
+    match value.as_f64() {
+        Some(number) if number.fract() == 0.0 && number.abs() < 1e15 => {
+            format!("{}", number as i64)
+        }
+        _ => value.to_string(),
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -354,7 +406,10 @@ impl Context<'_> {
         let position = match self.positions.get(field) {
             Some(found) if at_key => found.key.or(Some(found.value)),
             Some(found) => Some(found.value),
-            None => self.positions.nearest(field).map(|found| found.value),
+            None => self
+                .positions
+                .nearest(field)
+                .map(|found| found.key.unwrap_or(found.value)),
         };
         Origin::File {
             file: self.file.to_path_buf(),
@@ -417,44 +472,81 @@ impl Context<'_> {
                 type_name(value),
                 shown(value)
             ),
-            ValidationErrorKind::Minimum { limit } => {
-                format!("must be ≥ {limit} (got {})", shown(value))
+            ValidationErrorKind::Minimum { limit: limit_value } => {
+                format!("must be ≥ {} (got {})", limit(limit_value), shown(value))
             }
-            ValidationErrorKind::ExclusiveMinimum { limit } => {
-                format!("must be > {limit} (got {})", shown(value))
+            ValidationErrorKind::ExclusiveMinimum { limit: limit_value } => {
+                format!("must be > {} (got {})", limit(limit_value), shown(value))
             }
-            ValidationErrorKind::Maximum { limit } => {
-                format!("must be ≤ {limit} (got {})", shown(value))
+            ValidationErrorKind::Maximum { limit: limit_value } => {
+                format!("must be ≤ {} (got {})", limit(limit_value), shown(value))
             }
-            ValidationErrorKind::ExclusiveMaximum { limit } => {
-                format!("must be < {limit} (got {})", shown(value))
+            ValidationErrorKind::ExclusiveMaximum { limit: limit_value } => {
+                format!("must be < {} (got {})", limit(limit_value), shown(value))
             }
             ValidationErrorKind::MinItems { limit } | ValidationErrorKind::MaxItems { limit } => {
                 let count = value.as_array().map_or(0, Vec::len);
                 format!("expected {limit} values, found {count}")
             }
             ValidationErrorKind::Enum { options } => {
-                let names: Vec<&str> = options
+                let names: Vec<String> = options
                     .as_array()
-                    .map(|all| all.iter().filter_map(Value::as_str).collect())
+                    .map(|all| {
+                        all.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let what = if field == "model.name" {
-                    "unknown model"
-                } else {
-                    "unknown value"
-                };
-                match value
-                    .as_str()
-                    .and_then(|text| suggest(text, names.iter().copied()))
-                {
-                    Some(close) => format!("{what} {}; did you mean `{close}`?", shown(value)),
-                    None => format!("{what} {}; expected one of: {}", shown(value), names.join(", ")),
-                }
+                unknown_value(&field, value, &names)
+            }
+            ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. }
+                if !enum_values_at(&segments).is_empty() =>
+            {
+                unknown_value(&field, value, &enum_values_at(&segments))
             }
             ValidationErrorKind::Pattern { .. } if field == "name" => format!(
                 "must be a single safe path component (letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most 100 characters); got {}",
                 shown(value)
             ),
+            ValidationErrorKind::OneOfNotValid { context }
+                if !variant_tags_at(&segments).is_empty() =>
+            {
+                let tags = variant_tags_at(&segments);
+                let keys: Vec<&String> = value
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
+                match keys.as_slice() {
+                    [key] => match tags.iter().position(|tag| tag == *key) {
+                        Some(branch) => {
+                            for inner in context.get(branch).into_iter().flatten() {
+                                self.report_schema_error(inner, problems);
+                            }
+                            return;
+                        }
+                        None => {
+                            let child = format!("{field}.{key}");
+                            let what = if field.starts_with("augment.") {
+                                "unknown transform"
+                            } else {
+                                "unknown kind"
+                            };
+                            let message = match suggest(key, tags.iter().map(String::as_str)) {
+                                Some(close) => format!("{what}; did you mean `{close}`?"),
+                                None => format!("{what}; expected one of: {}", tags.join(", ")),
+                            };
+                            problems.push(self.problem(child, true, message));
+                            return;
+                        }
+                    },
+                    _ => format!(
+                        "expected a mapping with exactly one of: {} (found {})",
+                        tags.join(", "),
+                        type_name(value)
+                    ),
+                }
+            }
             ValidationErrorKind::AnyOf { context }
             | ValidationErrorKind::OneOfNotValid { context } => {
                 // Report the branch that got furthest: for `Option<T>` that is T's own errors.
@@ -488,7 +580,8 @@ impl Context<'_> {
     /// What the schema cannot say: folders exist, options that go together.
     fn check_semantics(&self, merged: &Value, problems: &mut Vec<Problem>) {
         for field in ["data.root", "data.val_root", "data.test_root"] {
-            let Some(Value::String(text)) = merged.pointer(&format!("/{}", field.replace('.', "/")))
+            let Some(Value::String(text)) =
+                merged.pointer(&format!("/{}", field.replace('.', "/")))
             else {
                 continue;
             };
@@ -508,6 +601,30 @@ impl Context<'_> {
                 false,
                 format!("checkpoint file `{text}` not found"),
             ));
+        }
+        for list in ["train", "val"] {
+            let Some(Value::Array(items)) = merged.pointer(&format!("/augment/{list}")) else {
+                continue;
+            };
+            for (index, item) in items.iter().enumerate() {
+                if let Ok(transform) = serde_json::from_value::<Transform>(item.clone())
+                    && let Err(tail) = transform.validate()
+                {
+                    problems.push(self.tail_problem(&format!("augment.{list}.{index}"), &tail));
+                }
+            }
+        }
+        if let Some(item) = merged.pointer("/train/mixup").filter(|v| !v.is_null())
+            && let Ok(mixup) = serde_json::from_value::<MixupConfig>(item.clone())
+            && let Err(tail) = mixup.validate()
+        {
+            problems.push(self.tail_problem("train.mixup", &tail));
+        }
+        if let Some(item) = merged.pointer("/train/schedule")
+            && let Ok(schedule) = serde_json::from_value::<Schedule>(item.clone())
+            && let Err(tail) = schedule.validate()
+        {
+            problems.push(self.tail_problem("train.schedule", &tail));
         }
         let mean = merged.pointer("/stats/mean").filter(|v| !v.is_null());
         let std = merged.pointer("/stats/std").filter(|v| !v.is_null());
@@ -534,6 +651,16 @@ impl Context<'_> {
                     ));
                 }
             }
+        }
+    }
+
+    /// A problem from a `validate()` that returns `field.sub: message` relative to `prefix`.
+    fn tail_problem(&self, prefix: &str, tail: &str) -> Problem {
+        match tail.split_once(": ") {
+            Some((relative, message)) => {
+                self.problem(format!("{prefix}.{relative}"), false, message.to_owned())
+            }
+            None => self.problem(prefix.to_owned(), false, tail.to_owned()),
         }
     }
 

@@ -64,7 +64,11 @@ impl fmt::Display for Problem {
         if self.field.is_empty() {
             write!(formatter, "{}: {}", self.origin, self.message)
         } else {
-            write!(formatter, "{}: {}: {}", self.origin, self.field, self.message)
+            write!(
+                formatter,
+                "{}: {}: {}",
+                self.origin, self.field, self.message
+            )
         }
     }
 }
@@ -114,6 +118,9 @@ mod tests {
         assert_eq!(suggest("epocs", fields), Some("epochs"));
         assert_eq!(suggest("batchsize", fields), Some("batch_size"));
         assert_eq!(suggest("momentum", fields), None);
-        assert_eq!(suggest("vil_tiy", ["vil_tiny", "vil_small"]), Some("vil_tiny"));
+        assert_eq!(
+            suggest("vil_tiy", ["vil_tiny", "vil_small"]),
+            Some("vil_tiny")
+        );
     }
 }

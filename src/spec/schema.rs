@@ -36,6 +36,34 @@ pub fn node_at<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(node)
 }
 
+/// The allowed values of an enumeration node: `enum: [...]`, or `oneOf` branches that are each
+/// a `const` (schemars writes documented enum variants that way).
+pub fn enum_values(root: &Value, node: &Value) -> Vec<String> {
+    let node = resolve(root, node);
+    if let Some(values) = node.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+    }
+    let Some(branches) = node.get("oneOf").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut values = Vec::new();
+    for branch in branches {
+        let branch = resolve(root, branch);
+        if let Some(value) = branch.get("const").and_then(Value::as_str) {
+            values.push(value.to_owned());
+        } else if let Some(more) = branch.get("enum").and_then(Value::as_array) {
+            values.extend(more.iter().filter_map(Value::as_str).map(str::to_owned));
+        } else {
+            return Vec::new();
+        }
+    }
+    values
+}
+
 /// The property names an object node allows.
 pub fn property_names(root: &Value, node: &Value) -> Vec<String> {
     let node = resolve(root, node);
@@ -56,6 +84,13 @@ fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
                 Some(target) => current = target,
                 None => return current,
             }
+        } else if let Some([only]) = current
+            .get("allOf")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            // draft-07 ignores keywords beside `$ref`, so schemars wraps it: `allOf: [$ref]`.
+            current = only;
         } else if let Some(branches) = current.get("anyOf").and_then(Value::as_array) {
             // `Option<T>` is `anyOf: [T, null]`: describe T.
             match branches
@@ -82,7 +117,34 @@ fn child<'a>(root: &'a Value, node: &'a Value, segment: &str) -> Option<&'a Valu
     {
         return Some(resolve(root, items));
     }
-    None
+    // Tagged enums are `oneOf` object branches: the child is in whichever branch has it.
+    ["oneOf", "anyOf"]
+        .iter()
+        .filter_map(|keyword| node.get(*keyword).and_then(Value::as_array))
+        .flatten()
+        .find_map(|branch| child(root, branch, segment))
+}
+
+/// The tags of an externally tagged enum node (`oneOf` branches that are single-key objects),
+/// each with its branch index; empty when the node is not one.
+pub fn variant_tags(root: &Value, node: &Value) -> Vec<String> {
+    let node = resolve(root, node);
+    let Some(branches) = node.get("oneOf").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut tags = Vec::new();
+    for branch in branches {
+        let branch = resolve(root, branch);
+        match branch
+            .get("required")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            Some([Value::String(tag)]) => tags.push(tag.clone()),
+            _ => return Vec::new(),
+        }
+    }
+    tags
 }
 
 #[cfg(test)]
@@ -96,7 +158,10 @@ mod tests {
             schema["$schema"],
             Value::from("http://json-schema.org/draft-07/schema#")
         );
-        let path: Vec<String> = ["train", "optimizer"].iter().map(|s| s.to_string()).collect();
+        let path: Vec<String> = ["train", "optimizer"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let optimizer = node_at(schema, &path).unwrap();
         let names = property_names(schema, optimizer);
         assert!(names.contains(&"lr".to_owned()), "{names:?}");

@@ -7,7 +7,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::data::mixup::MixupConfig;
+pub use crate::data::transforms::Transform;
 pub use crate::data::verify::BadImagePolicy;
+pub use crate::train::schedule::Schedule;
 
 /// A vilab experiment: data, model and recipe in one file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -144,12 +147,13 @@ pub struct StatsSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentSpec {
-    /// Random augmentations applied to training images on the fly.
+    /// Random augmentations applied in order to each training image on the fly, seeded per
+    /// (seed, epoch, image); the result is resized to `data.image_size` and normalised.
     #[serde(default)]
-    pub train: Vec<serde_json::Value>,
-    /// Deterministic preparation of validation images.
+    pub train: Vec<Transform>,
+    /// Deterministic preparation of validation images (e.g. resize + center_crop).
     #[serde(default)]
-    pub val: Vec<serde_json::Value>,
+    pub val: Vec<Transform>,
 }
 
 /// Model presets; `custom` starts from the `vil_tiny` layout and takes every knob from the spec.
@@ -239,6 +243,12 @@ pub struct TrainSpec {
     /// The optimiser.
     #[serde(default)]
     pub optimizer: OptimizerSpec,
+    /// Learning-rate schedule, evaluated every step.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// MixUp / CutMix / label smoothing with timm's semantics; absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<MixupConfig>,
 }
 
 fn default_epochs() -> u32 {
@@ -255,6 +265,8 @@ impl Default for TrainSpec {
             epochs: default_epochs(),
             batch_size: default_batch_size(),
             optimizer: OptimizerSpec::default(),
+            schedule: Schedule::default(),
+            mixup: None,
         }
     }
 }

@@ -26,7 +26,9 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
         let rows = read_manifest(&split_dir.join(format!("{split}.csv")))?;
         let entries: Vec<(String, usize)> =
             rows.into_iter().map(|row| (row.path, row.label)).collect();
-        let spinner = context.reporter.spinner("augment", &format!("packing {split}"));
+        let spinner = context
+            .reporter
+            .spinner("augment", &format!("packing {split}"));
         let info = write_pack(out, split, &root.path, &entries, size)?;
         spinner.finish_and_clear();
         bytes += (info.count * info.height * info.width * info.channels) as u64;

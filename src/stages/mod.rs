@@ -55,7 +55,11 @@ pub enum StageError {
 }
 
 /// Runs one stage into `out`; returns a one-line summary for the progress display.
-pub fn run_stage(kind: StageKind, context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
+pub fn run_stage(
+    kind: StageKind,
+    context: &StageContext<'_>,
+    out: &Path,
+) -> Result<String, StageError> {
     match kind {
         StageKind::Split => split::run(context, out),
         StageKind::Stats => stats::run(context, out),

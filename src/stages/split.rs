@@ -32,7 +32,9 @@ pub struct SplitSummary {
 impl SplitSummary {
     /// Total images of a split.
     pub fn total(&self, split: &str) -> usize {
-        self.counts.get(split).map_or(0, |counts| counts.iter().sum())
+        self.counts
+            .get(split)
+            .map_or(0, |counts| counts.iter().sum())
     }
 }
 
@@ -45,17 +47,38 @@ fn usable_rows(
 ) -> Result<(Vec<ManifestRow>, Vec<SkippedRow>), StageError> {
     let scan = &input.scan;
     if input.field != "data.root" && scan.classes != classes {
-        let extra: Vec<&String> = scan.classes.iter().filter(|c| !classes.contains(c)).collect();
-        let missing: Vec<&String> = classes.iter().filter(|c| !scan.classes.contains(c)).collect();
+        let extra: Vec<&String> = scan
+            .classes
+            .iter()
+            .filter(|c| !classes.contains(c))
+            .collect();
+        let missing: Vec<&String> = classes
+            .iter()
+            .filter(|c| !scan.classes.contains(c))
+            .collect();
         return Err(StageError::Invalid(format!(
             "{}: class folders differ from data.root's ({}{}{})",
             input.path.display(),
-            if extra.is_empty() { String::new() } else { format!("only here: {}", join(&extra)) },
-            if !extra.is_empty() && !missing.is_empty() { "; " } else { "" },
-            if missing.is_empty() { String::new() } else { format!("missing here: {}", join(&missing)) },
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!("only here: {}", join(&extra))
+            },
+            if !extra.is_empty() && !missing.is_empty() {
+                "; "
+            } else {
+                ""
+            },
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("missing here: {}", join(&missing))
+            },
         )));
     }
-    let bar = context.reporter.bar(scan.files.len() as u64, "split", "checking images");
+    let bar = context
+        .reporter
+        .bar(scan.files.len() as u64, "split", "checking images");
     let results = verify_images(&input.path, &scan.files);
     bar.finish_and_clear();
     let mut rows = Vec::with_capacity(scan.files.len());
@@ -100,7 +123,11 @@ fn usable_rows(
 }
 
 fn join(names: &[&String]) -> String {
-    names.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|name| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn counts(rows: &[ManifestRow], classes: usize) -> Vec<usize> {

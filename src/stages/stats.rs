@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{StageContext, StageError, read_json, write_json};
 use super::split::SplitSummary;
+use super::{StageContext, StageError, read_json, write_json};
 use crate::data::manifest::read_manifest;
 use crate::data::stats::channel_stats;
 use crate::pipeline::StageKind;

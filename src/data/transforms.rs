@@ -1,0 +1,1274 @@
+//! Seeded image augmentations on 8-bit RGB images, and the conversion to normalised CHW floats.
+//!
+//! Users list transforms under `augment.train` / `augment.val`; the loader runs the list on each
+//! decoded sample with an RNG derived from (seed, epoch, sample index) by [`sample_rng`], so a
+//! batch never depends on which worker thread built it, and a resumed run sees the same pixels.
+//! Parameters and random draws follow torchvision (`RandomResizedCrop`, `ColorJitter`,
+//! `GaussianBlur`, ...) so recipes written for PyTorch carry over; where we differ it is said at
+//! the variant. Every transform works on `u8` pixels and rounds after each step, like
+//! torchvision on PIL images.
+
+use image::imageops::{self, FilterType};
+use image::{Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One augmentation step, written in YAML as `- name: {parameters}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// Resize: an integer sets the shorter side (aspect kept), `[height, width]` sets both.
+    Resize(Resize),
+    /// Crop a random area and aspect ratio, then resize to the pipeline's image size.
+    RandomResizedCrop(RandomResizedCrop),
+    /// Crop the centre: an integer is a square; a crop larger than the image pads with black.
+    CenterCrop(CenterCrop),
+    /// Mirror left-right with probability `p`.
+    HorizontalFlip(Flip),
+    /// Mirror top-bottom with probability `p`.
+    VerticalFlip(Flip),
+    /// Rotate by a uniform angle in ±`degrees` about the centre.
+    Rotation(Rotation),
+    /// Random brightness, contrast, saturation and hue, applied in a random order.
+    ColorJitter(ColorJitter),
+    /// Gaussian blur with σ drawn uniformly from `sigma`.
+    GaussianBlur(GaussianBlur),
+    /// Paint `holes` square holes at uniform centres.
+    Cutout(Cutout),
+}
+
+/// A size: one integer, or `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Size {
+    Side(u32),
+    HeightWidth([u32; 2]),
+}
+
+/// A fill colour: one grey level, or `[red, green, blue]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Fill {
+    Gray(u8),
+    Rgb([u8; 3]),
+}
+
+impl Default for Fill {
+    fn default() -> Self {
+        Fill::Gray(0)
+    }
+}
+
+impl Fill {
+    fn pixel(self) -> Rgb<u8> {
+        match self {
+            Fill::Gray(level) => Rgb([level; 3]),
+            Fill::Rgb(channels) => Rgb(channels),
+        }
+    }
+}
+
+/// Parameters of [`Transform::Resize`] (bilinear with antialiasing, like PIL).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resize {
+    pub size: Size,
+}
+
+/// Parameters of [`Transform::RandomResizedCrop`] (torchvision semantics: ten attempts to find
+/// a crop with area fraction in `scale` and aspect ratio in `ratio`, then a centre crop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RandomResizedCrop {
+    /// `[min, max]` fraction of the image area.
+    #[serde(default = "default_crop_scale")]
+    pub scale: [f64; 2],
+    /// `[min, max]` width/height ratio, drawn log-uniformly.
+    #[serde(default = "default_crop_ratio")]
+    pub ratio: [f64; 2],
+}
+
+/// Parameters of [`Transform::CenterCrop`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CenterCrop {
+    pub size: Size,
+}
+
+/// Parameters of the flips.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flip {
+    /// Probability of flipping.
+    #[serde(default = "default_flip_probability")]
+    pub p: f64,
+}
+
+/// Parameters of [`Transform::Rotation`]. Unlike torchvision's default (nearest neighbour), the
+/// resampling is bilinear; corners uncovered by the rotation get `fill`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// Largest angle either way; positive angles turn counter-clockwise.
+    pub degrees: f64,
+    #[serde(default)]
+    pub fill: Fill,
+}
+
+/// Parameters of [`Transform::ColorJitter`] (torchvision semantics: factors drawn from
+/// `[max(0, 1 − x), 1 + x]` for brightness, contrast and saturation, a hue shift from
+/// `[−hue, hue]` in turns; a zero disables that part and draws nothing).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColorJitter {
+    #[serde(default)]
+    pub brightness: f64,
+    #[serde(default)]
+    pub contrast: f64,
+    #[serde(default)]
+    pub saturation: f64,
+    /// At most 0.5 (half a turn of the colour wheel).
+    #[serde(default)]
+    pub hue: f64,
+}
+
+/// Parameters of [`Transform::GaussianBlur`] (torchvision's kernel, reflected borders).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GaussianBlur {
+    /// Odd kernel side in pixels.
+    pub kernel_size: u32,
+    /// `[min, max]` of the uniformly drawn standard deviation, in pixels.
+    #[serde(default = "default_blur_sigma")]
+    pub sigma: [f64; 2],
+}
+
+/// Parameters of [`Transform::Cutout`] (DeVries & Taylor 2017, arXiv 1708.04552): each hole's
+/// centre is uniform over the image and the hole is clipped at the borders, so holes near an
+/// edge are smaller. Give exactly one of `size` (pixels) or `fraction` (of the image height and
+/// width at that point of the list). Holes are painted on the 8-bit image, so the default fill 0
+/// is black, which after normalisation is `−mean/std` rather than 0 (the paper cut normalised
+/// tensors; the blog's template, like us, cut the 8-bit image before `ToTensor`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cutout {
+    #[serde(default = "default_holes")]
+    pub holes: u32,
+    #[serde(default)]
+    pub size: Option<u32>,
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    #[serde(default)]
+    pub fill: Fill,
+}
+
+fn default_crop_scale() -> [f64; 2] {
+    [0.08, 1.0]
+}
+
+fn default_crop_ratio() -> [f64; 2] {
+    [3.0 / 4.0, 4.0 / 3.0]
+}
+
+fn default_flip_probability() -> f64 {
+    0.5
+}
+
+fn default_blur_sigma() -> [f64; 2] {
+    [0.1, 2.0]
+}
+
+fn default_holes() -> u32 {
+    1
+}
+
+/// The RNG for one sample of one epoch: a ChaCha8 key built from the three numbers, so streams
+/// are independent across samples and epochs and identical across runs and thread schedules.
+pub fn sample_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
+    let mut key = [0_u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&epoch.to_le_bytes());
+    key[16..24].copy_from_slice(&index.to_le_bytes());
+    // A fixed tag keeps these streams apart from any RNG seeded from the same numbers elsewhere.
+    key[24..].copy_from_slice(b"augment\0");
+    ChaCha8Rng::from_seed(key)
+}
+
+/// Runs `transforms` in order and returns an `output_size`×`output_size` image, resizing at the
+/// end when the list leaves another size.
+pub fn apply_pipeline(
+    transforms: &[Transform],
+    image: &RgbImage,
+    output_size: u32,
+    rng: &mut ChaCha8Rng,
+) -> RgbImage {
+    let output_size = output_size.max(1);
+    let mut current = image.clone();
+    for transform in transforms {
+        current = transform.apply(current, output_size, rng);
+    }
+    if current.dimensions() != (output_size, output_size) {
+        current = imageops::resize(&current, output_size, output_size, FilterType::Triangle);
+    }
+    current
+}
+
+/// Writes `image` as `[3, height, width]` floats `(x/255 − mean)/std` into `out`.
+///
+/// # Panics
+/// When `out.len() != 3·height·width` (a caller bug: the buffer is sized from the same image size).
+pub fn to_normalized_chw(image: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
+    let plane = image.width() as usize * image.height() as usize;
+    assert_eq!(out.len(), 3 * plane, "CHW buffer does not match the image");
+    // A per-channel table computes the exact formula once per level instead of once per pixel.
+    let mut table = [[0.0_f32; 256]; 3];
+    for (channel, levels) in table.iter_mut().enumerate() {
+        for (level, value) in levels.iter_mut().enumerate() {
+            *value = (level as f32 / 255.0 - mean[channel]) / std[channel];
+        }
+    }
+    let (red, rest) = out.split_at_mut(plane);
+    let (green, blue) = rest.split_at_mut(plane);
+    let pixels = image.as_raw().chunks_exact(3);
+    for (((pixel, red), green), blue) in pixels.zip(red).zip(green).zip(blue) {
+        *red = table[0][pixel[0] as usize];
+        *green = table[1][pixel[1] as usize];
+        *blue = table[2][pixel[2] as usize];
+    }
+}
+
+impl Transform {
+    /// The variant's name as written in YAML.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transform::Resize(_) => "resize",
+            Transform::RandomResizedCrop(_) => "random_resized_crop",
+            Transform::CenterCrop(_) => "center_crop",
+            Transform::HorizontalFlip(_) => "horizontal_flip",
+            Transform::VerticalFlip(_) => "vertical_flip",
+            Transform::Rotation(_) => "rotation",
+            Transform::ColorJitter(_) => "color_jitter",
+            Transform::GaussianBlur(_) => "gaussian_blur",
+            Transform::Cutout(_) => "cutout",
+        }
+    }
+
+    /// Checks the parameters; the error is the message tail after `augment.train[i].`,
+    /// e.g. `rotation.degrees: must be ≥ 0 (got -5)`.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = self.name();
+        let field_error = |field: &str, rule: &str, got: String| -> Result<(), String> {
+            Err(format!("{name}.{field}: {rule} (got {got})"))
+        };
+        match self {
+            Transform::Resize(Resize { size }) | Transform::CenterCrop(CenterCrop { size }) => {
+                let (height, width) = match *size {
+                    Size::Side(side) => (side, side),
+                    Size::HeightWidth([height, width]) => (height, width),
+                };
+                if height == 0 || width == 0 {
+                    return field_error("size", "must be > 0", format_size(*size));
+                }
+            }
+            Transform::RandomResizedCrop(crop) => {
+                let [low, high] = crop.scale;
+                if !(0.0 < low && low <= high && high <= 1.0) {
+                    return field_error(
+                        "scale",
+                        "must satisfy 0 < min ≤ max ≤ 1",
+                        pair(crop.scale),
+                    );
+                }
+                let [low, high] = crop.ratio;
+                if !(0.0 < low && low <= high && high.is_finite()) {
+                    return field_error("ratio", "must satisfy 0 < min ≤ max", pair(crop.ratio));
+                }
+            }
+            Transform::HorizontalFlip(flip) | Transform::VerticalFlip(flip) => {
+                if !(0.0..=1.0).contains(&flip.p) {
+                    return field_error("p", "must be in [0, 1]", flip.p.to_string());
+                }
+            }
+            Transform::Rotation(rotation) => {
+                let degrees = rotation.degrees;
+                if degrees.is_nan() || degrees < 0.0 {
+                    return field_error("degrees", "must be ≥ 0", degrees.to_string());
+                }
+                if degrees > 180.0 {
+                    return field_error("degrees", "must be ≤ 180", degrees.to_string());
+                }
+            }
+            Transform::ColorJitter(jitter) => {
+                for (field, value) in [
+                    ("brightness", jitter.brightness),
+                    ("contrast", jitter.contrast),
+                    ("saturation", jitter.saturation),
+                ] {
+                    if !(value >= 0.0 && value.is_finite()) {
+                        return field_error(field, "must be ≥ 0", value.to_string());
+                    }
+                }
+                if !(0.0..=0.5).contains(&jitter.hue) {
+                    return field_error("hue", "must be in [0, 0.5]", jitter.hue.to_string());
+                }
+            }
+            Transform::GaussianBlur(blur) => {
+                if blur.kernel_size == 0 || blur.kernel_size % 2 == 0 {
+                    return field_error(
+                        "kernel_size",
+                        "must be odd and positive",
+                        blur.kernel_size.to_string(),
+                    );
+                }
+                let [low, high] = blur.sigma;
+                if !(0.0 < low && low <= high && high.is_finite()) {
+                    return field_error("sigma", "must satisfy 0 < min ≤ max", pair(blur.sigma));
+                }
+            }
+            Transform::Cutout(cutout) => {
+                if cutout.holes == 0 {
+                    return field_error("holes", "must be ≥ 1", "0".to_string());
+                }
+                match (cutout.size, cutout.fraction) {
+                    (Some(0), _) => return field_error("size", "must be > 0", "0".to_string()),
+                    (Some(_), None) => {}
+                    (None, Some(fraction)) => {
+                        if !(fraction > 0.0 && fraction <= 1.0) {
+                            return field_error(
+                                "fraction",
+                                "must be in (0, 1]",
+                                fraction.to_string(),
+                            );
+                        }
+                    }
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(format!("{name}: give exactly one of `size` or `fraction`"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies this transform; `output_size` is the pipeline's final side, used by
+    /// `random_resized_crop`. Draws from `rng` in a fixed order, so a given RNG state always gives
+    /// the same image.
+    pub fn apply(&self, image: RgbImage, output_size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
+        match self {
+            Transform::Resize(resize) => resize_to(image, resize.size),
+            Transform::RandomResizedCrop(crop) => {
+                let (left, top, width, height) = random_crop_window(&image, crop, rng);
+                let window = imageops::crop_imm(&image, left, top, width, height);
+                imageops::resize(&*window, output_size, output_size, FilterType::Triangle)
+            }
+            Transform::CenterCrop(crop) => center_crop(&image, crop.size),
+            Transform::HorizontalFlip(flip) => {
+                let mut image = image;
+                if rng.random::<f64>() < flip.p {
+                    imageops::flip_horizontal_in_place(&mut image);
+                }
+                image
+            }
+            Transform::VerticalFlip(flip) => {
+                let mut image = image;
+                if rng.random::<f64>() < flip.p {
+                    imageops::flip_vertical_in_place(&mut image);
+                }
+                image
+            }
+            Transform::Rotation(rotation) => {
+                let angle = uniform(rng, -rotation.degrees, rotation.degrees);
+                rotate(&image, angle, rotation.fill.pixel())
+            }
+            Transform::ColorJitter(jitter) => color_jitter(image, jitter, rng),
+            Transform::GaussianBlur(blur) => {
+                let sigma = uniform(rng, blur.sigma[0], blur.sigma[1]);
+                gaussian_blur(&image, blur.kernel_size as usize, sigma)
+            }
+            Transform::Cutout(cutout) => {
+                let mut image = image;
+                paint_holes(&mut image, cutout, rng);
+                image
+            }
+        }
+    }
+}
+
+fn format_size(size: Size) -> String {
+    match size {
+        Size::Side(side) => side.to_string(),
+        Size::HeightWidth([height, width]) => format!("[{height}, {width}]"),
+    }
+}
+
+fn pair([low, high]: [f64; 2]) -> String {
+    format!("[{low}, {high}]")
+}
+
+/// Uniform in `[low, high)`; never panics on an empty range, so unvalidated input stays safe.
+fn uniform(rng: &mut ChaCha8Rng, low: f64, high: f64) -> f64 {
+    low + (high - low) * rng.random::<f64>()
+}
+
+/// Uniform integer in `[0, upper)`, or 0 when the range is empty.
+fn below(rng: &mut ChaCha8Rng, upper: u32) -> u32 {
+    if upper == 0 {
+        0
+    } else {
+        rng.random_range(0..upper)
+    }
+}
+
+fn resize_to(image: RgbImage, size: Size) -> RgbImage {
+    let (width, height) = image.dimensions();
+    let (new_width, new_height) = match size {
+        // torchvision: the shorter side becomes `side`, the longer one is truncated.
+        Size::Side(side) if width <= height => (
+            side,
+            (side as u64 * height as u64 / width.max(1) as u64) as u32,
+        ),
+        Size::Side(side) => (
+            (side as u64 * width as u64 / height.max(1) as u64) as u32,
+            side,
+        ),
+        Size::HeightWidth([height, width]) => (width, height),
+    };
+    let (new_width, new_height) = (new_width.max(1), new_height.max(1));
+    if (new_width, new_height) == (width, height) {
+        return image;
+    }
+    imageops::resize(&image, new_width, new_height, FilterType::Triangle)
+}
+
+/// torchvision's `RandomResizedCrop.get_params` (Python's `round`, half to even, included),
+/// returning `(left, top, width, height)`.
+fn random_crop_window(
+    image: &RgbImage,
+    crop: &RandomResizedCrop,
+    rng: &mut ChaCha8Rng,
+) -> (u32, u32, u32, u32) {
+    let (width, height) = image.dimensions();
+    let area = width as f64 * height as f64;
+    let log_ratio = [crop.ratio[0].ln(), crop.ratio[1].ln()];
+    for _ in 0..10 {
+        let target_area = area * uniform(rng, crop.scale[0], crop.scale[1]);
+        let aspect_ratio = uniform(rng, log_ratio[0], log_ratio[1]).exp();
+        let crop_width = (target_area * aspect_ratio).sqrt().round_ties_even();
+        let crop_height = (target_area / aspect_ratio).sqrt().round_ties_even();
+        if crop_width > 0.0
+            && crop_width <= width as f64
+            && crop_height > 0.0
+            && crop_height <= height as f64
+        {
+            let (crop_width, crop_height) = (crop_width as u32, crop_height as u32);
+            let top = below(rng, height - crop_height + 1);
+            let left = below(rng, width - crop_width + 1);
+            return (left, top, crop_width, crop_height);
+        }
+    }
+    let input_ratio = width as f64 / height as f64;
+    let (crop_width, crop_height) = if input_ratio < crop.ratio[0] {
+        (
+            width,
+            ((width as f64 / crop.ratio[0]).round_ties_even() as u32).clamp(1, height),
+        )
+    } else if input_ratio > crop.ratio[1] {
+        (
+            ((height as f64 * crop.ratio[1]).round_ties_even() as u32).clamp(1, width),
+            height,
+        )
+    } else {
+        (width, height)
+    };
+    (
+        (width - crop_width) / 2,
+        (height - crop_height) / 2,
+        crop_width,
+        crop_height,
+    )
+}
+
+/// torchvision's `CenterCrop`: offsets round half to even (Python's `round`), and a crop larger
+/// than the image pads it with black first, the odd pixel going to the bottom/right.
+fn center_crop(image: &RgbImage, size: Size) -> RgbImage {
+    let (crop_height, crop_width) = match size {
+        Size::Side(side) => (side, side),
+        Size::HeightWidth([height, width]) => (height, width),
+    };
+    let (width, height) = image.dimensions();
+    let offset = |extent: u32, crop: u32| -> i64 {
+        if crop > extent {
+            -(((crop - extent) / 2) as i64)
+        } else {
+            ((extent - crop) as f64 / 2.0).round_ties_even() as i64
+        }
+    };
+    let top = offset(height, crop_height);
+    let left = offset(width, crop_width);
+    if top >= 0 && left >= 0 && crop_width <= width && crop_height <= height {
+        return imageops::crop_imm(image, left as u32, top as u32, crop_width, crop_height)
+            .to_image();
+    }
+    RgbImage::from_fn(crop_width, crop_height, |x, y| {
+        let source_x = x as i64 + left;
+        let source_y = y as i64 + top;
+        if (0..width as i64).contains(&source_x) && (0..height as i64).contains(&source_y) {
+            *image.get_pixel(source_x as u32, source_y as u32)
+        } else {
+            Rgb([0, 0, 0])
+        }
+    })
+}
+
+/// Rotates counter-clockwise by `degrees` about the image centre with bilinear sampling; source
+/// positions outside the image read as `fill`, which also softens the new corners' edges.
+fn rotate(image: &RgbImage, degrees: f64, fill: Rgb<u8>) -> RgbImage {
+    let (width, height) = image.dimensions();
+    let (width_len, height_len) = (width as i64, height as i64);
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let center_x = (width as f64 - 1.0) / 2.0;
+    let center_y = (height as f64 - 1.0) / 2.0;
+    let raw = image.as_raw();
+    let fill = fill.0.map(f32::from);
+    let read = |x: i64, y: i64| -> [f32; 3] {
+        if (0..width_len).contains(&x) && (0..height_len).contains(&y) {
+            let start = (y * width_len + x) as usize * 3;
+            [raw[start], raw[start + 1], raw[start + 2]].map(f32::from)
+        } else {
+            fill
+        }
+    };
+    let mut rotated = RgbImage::new(width, height);
+    for (row, output_row) in rotated.chunks_exact_mut(width as usize * 3).enumerate() {
+        // Inverse mapping: the output pixel comes from the source rotated back by the angle
+        // (image rows grow downwards, hence the signs).
+        let offset_y = row as f64 - center_y;
+        for (column, pixel) in output_row.chunks_exact_mut(3).enumerate() {
+            let offset_x = column as f64 - center_x;
+            let source_x = center_x + offset_x * cos - offset_y * sin;
+            let source_y = center_y + offset_x * sin + offset_y * cos;
+            let (base_x, weight_x) = split_floor(source_x);
+            let (base_y, weight_y) = split_floor(source_y);
+            let [top_left, top_right, bottom_left, bottom_right] = if base_x >= 0
+                && base_y >= 0
+                && base_x + 1 < width_len
+                && base_y + 1 < height_len
+            {
+                // Interior: all four neighbours are in the image, read them directly.
+                let top = (base_y * width_len + base_x) as usize * 3;
+                let bottom = top + width as usize * 3;
+                let at = |start: usize| [raw[start], raw[start + 1], raw[start + 2]];
+                [at(top), at(top + 3), at(bottom), at(bottom + 3)].map(|p| p.map(f32::from))
+            } else {
+                [
+                    read(base_x, base_y),
+                    read(base_x + 1, base_y),
+                    read(base_x, base_y + 1),
+                    read(base_x + 1, base_y + 1),
+                ]
+            };
+            for (channel, level) in pixel.iter_mut().enumerate() {
+                let top = top_left[channel] + (top_right[channel] - top_left[channel]) * weight_x;
+                let bottom = bottom_left[channel]
+                    + (bottom_right[channel] - bottom_left[channel]) * weight_x;
+                *level = (top + (bottom - top) * weight_y + 0.5) as u8;
+            }
+        }
+    }
+    rotated
+}
+
+/// Rounds half up and clamps to a level: `as` saturates (and maps NaN to 0). Written without
+/// `round`, which compiles to a libm call on baseline x86-64 and dominated the per-pixel cost.
+fn to_level(value: f64) -> u8 {
+    (value + 0.5) as u8
+}
+
+/// `(⌊value⌋, value − ⌊value⌋)` without the libm `floor` call.
+fn split_floor(value: f64) -> (i64, f32) {
+    let truncated = value as i64;
+    let floor = if (truncated as f64) > value {
+        truncated - 1
+    } else {
+        truncated
+    };
+    (floor, (value - floor as f64) as f32)
+}
+
+/// ITU-R 601-2 luma, the weights of PIL's `convert("L")` and torchvision's `rgb_to_grayscale`.
+fn luma(pixel: &[u8]) -> f64 {
+    0.299 * pixel[0] as f64 + 0.587 * pixel[1] as f64 + 0.114 * pixel[2] as f64
+}
+
+/// torchvision's `ColorJitter.forward`: a random order of the four adjustments, then each
+/// enabled factor drawn in the fixed order brightness, contrast, saturation, hue.
+fn color_jitter(mut image: RgbImage, jitter: &ColorJitter, rng: &mut ChaCha8Rng) -> RgbImage {
+    let mut order = [0_usize, 1, 2, 3];
+    for index in (1..order.len()).rev() {
+        let other = rng.random_range(0..=index);
+        order.swap(index, other);
+    }
+    let mut factor = |amount: f64| -> Option<f64> {
+        (amount > 0.0).then(|| uniform(rng, (1.0 - amount).max(0.0), 1.0 + amount))
+    };
+    let brightness = factor(jitter.brightness);
+    let contrast = factor(jitter.contrast);
+    let saturation = factor(jitter.saturation);
+    let hue = (jitter.hue > 0.0).then(|| uniform(rng, -jitter.hue, jitter.hue));
+    for adjustment in order {
+        match adjustment {
+            0 => {
+                if let Some(brightness) = brightness {
+                    adjust_brightness(&mut image, brightness);
+                }
+            }
+            1 => {
+                if let Some(contrast) = contrast {
+                    adjust_contrast(&mut image, contrast);
+                }
+            }
+            2 => {
+                if let Some(saturation) = saturation {
+                    adjust_saturation(&mut image, saturation);
+                }
+            }
+            _ => {
+                if let Some(hue) = hue {
+                    adjust_hue(&mut image, hue);
+                }
+            }
+        }
+    }
+    image
+}
+
+/// Blend with black: `factor · x`.
+fn adjust_brightness(image: &mut RgbImage, factor: f64) {
+    remap_levels(image, |level| level * factor);
+}
+
+/// Blend with the mean grey level of the whole image.
+fn adjust_contrast(image: &mut RgbImage, factor: f64) {
+    let pixel_count = (image.width() as f64 * image.height() as f64).max(1.0);
+    let mean = image.as_raw().chunks_exact(3).map(luma).sum::<f64>() / pixel_count;
+    remap_levels(image, |level| factor * level + (1.0 - factor) * mean);
+}
+
+/// Applies a per-level mapping through a 256-entry table: the same result as mapping each byte,
+/// at a fraction of the cost.
+fn remap_levels(image: &mut RgbImage, mapping: impl Fn(f64) -> f64) {
+    let table: [u8; 256] = std::array::from_fn(|level| to_level(mapping(level as f64)));
+    for value in image.iter_mut() {
+        *value = table[*value as usize];
+    }
+}
+
+/// Blend each pixel with its own grey level.
+fn adjust_saturation(image: &mut RgbImage, factor: f64) {
+    for pixel in image.chunks_exact_mut(3) {
+        let gray = luma(pixel);
+        for value in pixel.iter_mut() {
+            *value = to_level(factor * *value as f64 + (1.0 - factor) * gray);
+        }
+    }
+}
+
+/// Rotate the hue by `shift` turns through HSV, as torchvision's `adjust_hue`.
+fn adjust_hue(image: &mut RgbImage, shift: f64) {
+    for pixel in image.chunks_exact_mut(3) {
+        let [red, green, blue] = [pixel[0], pixel[1], pixel[2]].map(|level| level as f64 / 255.0);
+        let (hue, saturation, value) = rgb_to_hsv(red, green, blue);
+        let shifted = (hue + shift).rem_euclid(1.0);
+        let rgb = hsv_to_rgb(shifted, saturation, value);
+        for (level, channel) in pixel.iter_mut().zip(rgb) {
+            *level = to_level(channel * 255.0);
+        }
+    }
+}
+
+/// HSV with all three components in [0, 1].
+fn rgb_to_hsv(red: f64, green: f64, blue: f64) -> (f64, f64, f64) {
+    let max = red.max(green).max(blue);
+    let min = red.min(green).min(blue);
+    let chroma = max - min;
+    let saturation = if max > 0.0 { chroma / max } else { 0.0 };
+    if chroma == 0.0 {
+        return (0.0, saturation, max);
+    }
+    let sector = if max == red {
+        (green - blue) / chroma
+    } else if max == green {
+        2.0 + (blue - red) / chroma
+    } else {
+        4.0 + (red - green) / chroma
+    };
+    ((sector / 6.0).rem_euclid(1.0), saturation, max)
+}
+
+fn hsv_to_rgb(hue: f64, saturation: f64, value: f64) -> [f64; 3] {
+    let scaled = hue * 6.0;
+    let sector = scaled.floor();
+    let fraction = scaled - sector;
+    let low = value * (1.0 - saturation);
+    let falling = value * (1.0 - saturation * fraction);
+    let rising = value * (1.0 - saturation * (1.0 - fraction));
+    match (sector as i64).rem_euclid(6) {
+        0 => [value, rising, low],
+        1 => [falling, value, low],
+        2 => [low, value, rising],
+        3 => [low, falling, value],
+        4 => [rising, low, value],
+        _ => [value, low, falling],
+    }
+}
+
+/// torchvision's `_get_gaussian_kernel1d`: samples of exp(−x²/2σ²) at integer offsets, summing
+/// to one.
+fn gaussian_kernel(kernel_size: usize, sigma: f64) -> Vec<f64> {
+    let half = (kernel_size as f64 - 1.0) / 2.0;
+    let mut kernel: Vec<f64> = (0..kernel_size)
+        .map(|index| {
+            let offset = index as f64 - half;
+            (-0.5 * (offset / sigma).powi(2)).exp()
+        })
+        .collect();
+    let sum: f64 = kernel.iter().sum();
+    kernel.iter_mut().for_each(|weight| *weight /= sum);
+    kernel
+}
+
+/// Index into `0..length` for an offset past either edge, mirroring without repeating the edge
+/// (PyTorch's "reflect" padding), for any distance.
+fn reflect(index: i64, length: usize) -> usize {
+    if length == 1 {
+        return 0;
+    }
+    let period = 2 * (length as i64 - 1);
+    let folded = index.rem_euclid(period);
+    (if folded >= length as i64 {
+        period - folded
+    } else {
+        folded
+    }) as usize
+}
+
+/// Separable Gaussian blur: a horizontal pass over reflected-padded rows into floats, then a
+/// vertical pass rounded to u8. Each pass adds whole shifted rows, which the compiler vectorises.
+fn gaussian_blur(image: &RgbImage, kernel_size: usize, sigma: f64) -> RgbImage {
+    let kernel: Vec<f32> = gaussian_kernel(kernel_size.max(1), sigma.max(f64::MIN_POSITIVE))
+        .into_iter()
+        .map(|weight| weight as f32)
+        .collect();
+    let radius = kernel.len() / 2;
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let row_len = width * 3;
+    let raw = image.as_raw();
+    let mut padded = vec![0.0_f32; (width + 2 * radius) * 3];
+    let mut horizontal = vec![0.0_f32; raw.len()];
+    for (source_row, output_row) in raw
+        .chunks_exact(row_len)
+        .zip(horizontal.chunks_exact_mut(row_len))
+    {
+        for (position, padded_pixel) in padded.chunks_exact_mut(3).enumerate() {
+            let column = reflect(position as i64 - radius as i64, width);
+            for (value, &level) in padded_pixel.iter_mut().zip(&source_row[column * 3..]) {
+                *value = f32::from(level);
+            }
+        }
+        for (tap, &weight) in kernel.iter().enumerate() {
+            for (sum, &value) in output_row.iter_mut().zip(&padded[tap * 3..]) {
+                *sum += weight * value;
+            }
+        }
+    }
+    let mut blurred = RgbImage::new(image.width(), image.height());
+    let mut sums = vec![0.0_f32; row_len];
+    for (row, output_row) in blurred.chunks_exact_mut(row_len).enumerate() {
+        sums.fill(0.0);
+        for (tap, &weight) in kernel.iter().enumerate() {
+            let source = reflect(row as i64 + tap as i64 - radius as i64, height);
+            for (sum, &value) in sums.iter_mut().zip(&horizontal[source * row_len..]) {
+                *sum += weight * value;
+            }
+        }
+        for (level, &sum) in output_row.iter_mut().zip(&sums) {
+            *level = (sum + 0.5) as u8;
+        }
+    }
+    blurred
+}
+
+fn paint_holes(image: &mut RgbImage, cutout: &Cutout, rng: &mut ChaCha8Rng) {
+    let (width, height) = image.dimensions();
+    let (hole_height, hole_width) = match (cutout.size, cutout.fraction) {
+        (Some(size), _) => (size, size),
+        (None, Some(fraction)) => (
+            (height as f64 * fraction).round() as u32,
+            (width as f64 * fraction).round() as u32,
+        ),
+        (None, None) => return,
+    };
+    let fill = cutout.fill.pixel();
+    for _ in 0..cutout.holes {
+        let rows = hole_span(below(rng, height), hole_height, height);
+        let columns = hole_span(below(rng, width), hole_width, width);
+        for y in rows {
+            for x in columns.clone() {
+                image.put_pixel(x, y, fill);
+            }
+        }
+    }
+}
+
+/// The pixels `center − side/2 .. center − side/2 + side`, clipped to `0..extent`.
+fn hole_span(center: u32, side: u32, extent: u32) -> std::ops::Range<u32> {
+    let start = i64::from(center) - i64::from(side / 2);
+    let end = start + i64::from(side);
+    let clip = |position: i64| position.clamp(0, i64::from(extent)) as u32;
+    clip(start)..clip(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic colourful test image (no two neighbouring pixels alike).
+    fn test_image(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            Rgb([
+                ((x * 37 + y * 11) % 256) as u8,
+                ((x * 5 + y * 53 + 40) % 256) as u8,
+                ((x * 23 + y * 29 + 90) % 256) as u8,
+            ])
+        })
+    }
+
+    fn parse(json: &str) -> Transform {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn all_transforms() -> Vec<Transform> {
+        [
+            r#"{"resize": {"size": 20}}"#,
+            r#"{"random_resized_crop": {"scale": [0.08, 1.0], "ratio": [0.75, 1.3333]}}"#,
+            r#"{"center_crop": {"size": [14, 12]}}"#,
+            r#"{"horizontal_flip": {"p": 0.5}}"#,
+            r#"{"vertical_flip": {}}"#,
+            r#"{"rotation": {"degrees": 10}}"#,
+            r#"{"color_jitter": {"brightness": 0.5, "contrast": 0.5, "saturation": 0.5, "hue": 0.1}}"#,
+            r#"{"gaussian_blur": {"kernel_size": 5, "sigma": [0.1, 3.0]}}"#,
+            r#"{"cutout": {"holes": 2, "fraction": 0.25, "fill": [10, 20, 30]}}"#,
+        ]
+        .into_iter()
+        .map(parse)
+        .collect()
+    }
+
+    #[test]
+    fn every_transform_is_valid_deterministic_and_seed_dependent() {
+        let image = test_image(24, 18);
+        for transform in all_transforms() {
+            assert_eq!(transform.validate(), Ok(()), "{transform:?}");
+            let first = transform.apply(image.clone(), 16, &mut sample_rng(7, 1, 3));
+            let second = transform.apply(image.clone(), 16, &mut sample_rng(7, 1, 3));
+            assert_eq!(first, second, "{} is not deterministic", transform.name());
+            if !matches!(transform, Transform::Resize(_) | Transform::CenterCrop(_)) {
+                let differs = (0..20).any(|index| {
+                    transform.apply(image.clone(), 16, &mut sample_rng(7, 1, index)) != first
+                });
+                assert!(differs, "{} ignores its RNG", transform.name());
+            }
+        }
+    }
+
+    #[test]
+    fn pipeline_always_returns_the_output_size() {
+        let transforms = all_transforms();
+        for (width, height) in [(24, 18), (9, 31), (64, 64)] {
+            let image = test_image(width, height);
+            for length in 0..=transforms.len() {
+                let output =
+                    apply_pipeline(&transforms[..length], &image, 16, &mut sample_rng(1, 0, 0));
+                assert_eq!(output.dimensions(), (16, 16));
+            }
+        }
+    }
+
+    #[test]
+    fn sample_rngs_depend_on_every_coordinate() {
+        let draw = |seed, epoch, index| sample_rng(seed, epoch, index).random::<u64>();
+        let reference = draw(1, 2, 3);
+        assert_eq!(draw(1, 2, 3), reference);
+        assert_ne!(draw(0, 2, 3), reference);
+        assert_ne!(draw(1, 3, 3), reference);
+        assert_ne!(draw(1, 2, 4), reference);
+        assert_ne!(draw(2, 1, 3), reference);
+    }
+
+    #[test]
+    fn flip_probability_zero_is_identity_and_one_always_flips() {
+        let image = test_image(7, 5);
+        let mut mirrored = image.clone();
+        imageops::flip_horizontal_in_place(&mut mirrored);
+        assert_eq!(mirrored.get_pixel(0, 2), image.get_pixel(6, 2));
+        let mut upside_down = image.clone();
+        imageops::flip_vertical_in_place(&mut upside_down);
+        for index in 0..20 {
+            let mut rng = sample_rng(3, 0, index);
+            let never = Transform::HorizontalFlip(Flip { p: 0.0 });
+            let always = Transform::HorizontalFlip(Flip { p: 1.0 });
+            let always_vertical = Transform::VerticalFlip(Flip { p: 1.0 });
+            assert_eq!(never.apply(image.clone(), 7, &mut rng), image);
+            assert_eq!(always.apply(image.clone(), 7, &mut rng), mirrored);
+            assert_eq!(
+                always_vertical.apply(image.clone(), 7, &mut rng),
+                upside_down
+            );
+        }
+    }
+
+    #[test]
+    fn resize_keeps_the_aspect_for_an_integer_size() {
+        let image = test_image(40, 30);
+        let side = Transform::Resize(Resize {
+            size: Size::Side(15),
+        });
+        assert_eq!(
+            side.apply(image.clone(), 8, &mut sample_rng(0, 0, 0))
+                .dimensions(),
+            (20, 15)
+        );
+        let exact = Transform::Resize(Resize {
+            size: Size::HeightWidth([10, 12]),
+        });
+        assert_eq!(
+            exact.apply(image, 8, &mut sample_rng(0, 0, 0)).dimensions(),
+            (12, 10)
+        );
+    }
+
+    #[test]
+    fn center_crop_takes_the_middle_and_pads_when_too_small() {
+        let image = test_image(10, 8);
+        let cropped = center_crop(&image, Size::Side(4));
+        // Offsets (10−4)/2 = 3 and (8−4)/2 = 2.
+        assert_eq!(cropped.get_pixel(0, 0), image.get_pixel(3, 2));
+        assert_eq!(cropped.get_pixel(3, 3), image.get_pixel(6, 5));
+        // (10−5)/2 = 2.5 rounds to 2, half to even like Python.
+        assert_eq!(
+            center_crop(&image, Size::HeightWidth([8, 5])).get_pixel(0, 0),
+            image.get_pixel(2, 0)
+        );
+        let padded = center_crop(&image, Size::HeightWidth([11, 10]));
+        assert_eq!(padded.dimensions(), (10, 11));
+        assert_eq!(padded.get_pixel(0, 0), &Rgb([0, 0, 0]));
+        assert_eq!(padded.get_pixel(4, 1), image.get_pixel(4, 0));
+        assert_eq!(padded.get_pixel(4, 10), &Rgb([0, 0, 0]));
+    }
+
+    #[test]
+    fn random_resized_crop_falls_back_to_the_centre() {
+        // No 1×1 area can have aspect ratio 10, so all ten attempts fail; the fallback crops the
+        // centre to the closest allowed ratio.
+        let crop = RandomResizedCrop {
+            scale: [0.5, 0.5],
+            ratio: [10.0, 12.0],
+        };
+        let image = test_image(20, 20);
+        let window = random_crop_window(&image, &crop, &mut sample_rng(0, 0, 0));
+        assert_eq!(window, (0, 9, 20, 2));
+        let full = RandomResizedCrop {
+            scale: [1.0, 1.0],
+            ratio: [1.0, 1.0],
+        };
+        let window = random_crop_window(&image, &full, &mut sample_rng(0, 0, 0));
+        assert_eq!(window, (0, 0, 20, 20));
+    }
+
+    #[test]
+    fn rotation_by_a_right_angle_moves_pixels_exactly() {
+        let image = test_image(5, 5);
+        let turned = rotate(&image, 90.0, Rgb([0, 0, 0]));
+        // Counter-clockwise: the right edge's middle lands on the top edge's middle.
+        assert_eq!(turned.get_pixel(2, 0), image.get_pixel(4, 2));
+        assert_eq!(turned.get_pixel(0, 2), image.get_pixel(2, 0));
+        assert_eq!(turned.get_pixel(2, 2), image.get_pixel(2, 2));
+        let zero = Transform::Rotation(Rotation {
+            degrees: 0.0,
+            fill: Fill::default(),
+        });
+        assert_eq!(
+            zero.apply(image.clone(), 5, &mut sample_rng(0, 0, 0)),
+            image
+        );
+        // An 8×8 image turned 45°: the corners fall outside the source and take the fill.
+        let filled = rotate(&test_image(8, 8), 45.0, Rgb([1, 2, 3]));
+        assert_eq!(filled.get_pixel(0, 0), &Rgb([1, 2, 3]));
+    }
+
+    #[test]
+    fn color_jitter_with_zero_factors_is_identity() {
+        let image = test_image(9, 7);
+        let jitter = Transform::ColorJitter(ColorJitter::default());
+        for index in 0..5 {
+            assert_eq!(
+                jitter.apply(image.clone(), 9, &mut sample_rng(0, 0, index)),
+                image
+            );
+        }
+    }
+
+    #[test]
+    fn color_adjustments_match_their_definitions() {
+        let mut image = RgbImage::from_pixel(2, 1, Rgb([100, 50, 200]));
+        image.put_pixel(1, 0, Rgb([0, 0, 0]));
+        let mut brighter = image.clone();
+        adjust_brightness(&mut brighter, 1.5);
+        assert_eq!(brighter.get_pixel(0, 0), &Rgb([150, 75, 255]));
+        let mut gray = image.clone();
+        adjust_saturation(&mut gray, 0.0);
+        // 0.299·100 + 0.587·50 + 0.114·200 = 82.15
+        assert_eq!(gray.get_pixel(0, 0), &Rgb([82, 82, 82]));
+        let mut flat = image.clone();
+        adjust_contrast(&mut flat, 0.0);
+        // Mean luma over the two pixels: 82.15 / 2 = 41.075.
+        assert_eq!(flat.get_pixel(1, 0), &Rgb([41, 41, 41]));
+        let mut red = RgbImage::from_pixel(1, 1, Rgb([255, 0, 0]));
+        adjust_hue(&mut red, 0.5);
+        assert_eq!(red.get_pixel(0, 0), &Rgb([0, 255, 255]));
+        let mut unchanged = test_image(6, 6);
+        adjust_hue(&mut unchanged, 0.0);
+        assert_eq!(unchanged, test_image(6, 6));
+    }
+
+    /// Reference values from Pillow 13 and Python's colorsys (what torchvision uses on PIL
+    /// images, and an independent HSV implementation):
+    /// ```python
+    /// import colorsys
+    /// from PIL import Image, ImageEnhance
+    /// pixels = [(200, 120, 40), (10, 200, 90), (255, 255, 255), (0, 0, 0), (90, 30, 160)]
+    /// image = Image.new("RGB", (5, 1)); image.putdata(pixels)
+    /// ImageEnhance.Brightness(image).enhance(1.3)  # likewise Contrast 0.6, Color 1.7
+    /// def hue(p, shift):
+    ///     h, s, v = colorsys.rgb_to_hsv(*[c / 255 for c in p])
+    ///     return tuple(int(c * 255 + 0.5) for c in colorsys.hsv_to_rgb((h + shift) % 1, s, v))
+    /// ```
+    #[test]
+    fn color_adjustments_match_pillow_and_colorsys_within_one_level() {
+        let pixels = [
+            [200, 120, 40],
+            [10, 200, 90],
+            [255, 255, 255],
+            [0, 0, 0],
+            [90, 30, 160],
+        ];
+        let image = RgbImage::from_fn(5, 1, |x, _| Rgb(pixels[x as usize]));
+        type Adjustment = fn(&mut RgbImage, f64);
+        let cases: [(Adjustment, f64, [[u8; 3]; 5]); 5] = [
+            (
+                adjust_brightness,
+                1.3,
+                [
+                    [255, 156, 52],
+                    [13, 255, 116],
+                    [255; 3],
+                    [0; 3],
+                    [116, 39, 208],
+                ],
+            ),
+            (
+                adjust_contrast,
+                0.6,
+                [
+                    [166, 118, 70],
+                    [52, 166, 100],
+                    [199; 3],
+                    [46; 3],
+                    [100, 64, 142],
+                ],
+            ),
+            (
+                adjust_saturation,
+                1.7,
+                [[245, 109, 0], [0, 248, 61], [255; 3], [0; 3], [108, 6, 227]],
+            ),
+            (
+                adjust_hue,
+                0.1,
+                [
+                    [184, 200, 40],
+                    [10, 196, 200],
+                    [255; 3],
+                    [0; 3],
+                    [160, 30, 152],
+                ],
+            ),
+            (
+                adjust_hue,
+                -0.3,
+                [
+                    [152, 40, 200],
+                    [200, 128, 10],
+                    [255; 3],
+                    [0; 3],
+                    [30, 160, 116],
+                ],
+            ),
+        ];
+        for (adjust, factor, expected) in cases {
+            let mut adjusted = image.clone();
+            adjust(&mut adjusted, factor);
+            for (pixel, reference) in adjusted.pixels().zip(expected) {
+                for (actual, wanted) in pixel.0.into_iter().zip(reference) {
+                    assert!(
+                        actual.abs_diff(wanted) <= 1,
+                        "{factor}: {pixel:?} vs {reference:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gaussian_blur_keeps_flat_images_and_spreads_an_impulse() {
+        let flat = RgbImage::from_pixel(6, 5, Rgb([90, 120, 30]));
+        assert_eq!(gaussian_blur(&flat, 5, 2.0), flat);
+        let mut impulse = RgbImage::new(7, 7);
+        impulse.put_pixel(3, 3, Rgb([255, 255, 255]));
+        let blurred = gaussian_blur(&impulse, 3, 1.0);
+        let kernel = gaussian_kernel(3, 1.0);
+        // Centre weight (1/(1 + 2e^(−1/2)))² ≈ 0.1621.
+        assert!((kernel[1] - 1.0 / (1.0 + 2.0 * (-0.5_f64).exp())).abs() < 1e-12);
+        assert_eq!(
+            blurred.get_pixel(3, 3)[0],
+            to_level(255.0 * kernel[1] * kernel[1])
+        );
+        assert_eq!(
+            blurred.get_pixel(2, 3)[0],
+            to_level(255.0 * kernel[0] * kernel[1])
+        );
+        assert_eq!(blurred.get_pixel(0, 0)[0], 0);
+        assert_eq!(reflect(-1, 5), 1);
+        assert_eq!(reflect(5, 5), 3);
+        assert_eq!(reflect(-9, 3), 1);
+    }
+
+    #[test]
+    fn cutout_paints_a_clipped_square_of_the_expected_side() {
+        let white = RgbImage::from_pixel(20, 16, Rgb([255, 255, 255]));
+        let cutout = Transform::Cutout(Cutout {
+            holes: 1,
+            size: Some(6),
+            fraction: None,
+            fill: Fill::default(),
+        });
+        let mut saw_whole_hole = false;
+        for index in 0..50 {
+            let output = cutout.apply(white.clone(), 20, &mut sample_rng(0, 0, index));
+            let black: Vec<(u32, u32)> = output
+                .enumerate_pixels()
+                .filter(|(_, _, pixel)| pixel.0 == [0, 0, 0])
+                .map(|(x, y, _)| (x, y))
+                .collect();
+            assert!(
+                output
+                    .pixels()
+                    .all(|pixel| pixel.0 == [0, 0, 0] || pixel.0 == [255; 3])
+            );
+            let left = black.iter().map(|point| point.0).min().unwrap();
+            let right = black.iter().map(|point| point.0).max().unwrap() + 1;
+            let top = black.iter().map(|point| point.1).min().unwrap();
+            let bottom = black.iter().map(|point| point.1).max().unwrap() + 1;
+            // The black pixels fill their bounding box: one rectangle.
+            assert_eq!(black.len() as u32, (right - left) * (bottom - top));
+            assert!(right - left <= 6 && bottom - top <= 6);
+            let touches_border = left == 0 || top == 0 || right == 20 || bottom == 16;
+            if !touches_border {
+                assert_eq!((right - left, bottom - top), (6, 6));
+                saw_whole_hole = true;
+            }
+        }
+        assert!(saw_whole_hole);
+        let quarter = Transform::Cutout(Cutout {
+            holes: 1,
+            size: None,
+            fraction: Some(1.0),
+            fill: Fill::Gray(7),
+        });
+        // A hole as large as the image, centred anywhere, covers at least a quarter of it.
+        let output = quarter.apply(white, 20, &mut sample_rng(0, 0, 0));
+        let painted = output.pixels().filter(|pixel| pixel.0 == [7; 3]).count();
+        assert!(painted >= 20 * 16 / 4, "{painted}");
+    }
+
+    #[test]
+    fn normalisation_writes_channel_planes() {
+        let mut image = RgbImage::new(2, 1);
+        image.put_pixel(0, 0, Rgb([0, 255, 51]));
+        image.put_pixel(1, 0, Rgb([255, 0, 102]));
+        let mean = [0.5, 0.25, 0.2];
+        let std = [0.5, 0.25, 0.1];
+        let mut out = [f32::NAN; 6];
+        to_normalized_chw(&image, mean, std, &mut out);
+        let expected = [-1.0, 1.0, 3.0, -1.0, 0.0, 2.0];
+        for (actual, expected) in out.iter().zip(expected) {
+            assert!((actual - expected).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn validation_messages_name_the_field() {
+        let cases = [
+            (
+                r#"{"rotation": {"degrees": -5}}"#,
+                "rotation.degrees: must be ≥ 0 (got -5)",
+            ),
+            (
+                r#"{"horizontal_flip": {"p": 1.5}}"#,
+                "horizontal_flip.p: must be in [0, 1] (got 1.5)",
+            ),
+            (
+                r#"{"gaussian_blur": {"kernel_size": 4}}"#,
+                "gaussian_blur.kernel_size: must be odd and positive (got 4)",
+            ),
+            (
+                r#"{"random_resized_crop": {"scale": [0.9, 0.1]}}"#,
+                "random_resized_crop.scale: must satisfy 0 < min ≤ max ≤ 1 (got [0.9, 0.1])",
+            ),
+            (
+                r#"{"color_jitter": {"hue": 0.7}}"#,
+                "color_jitter.hue: must be in [0, 0.5] (got 0.7)",
+            ),
+            (
+                r#"{"center_crop": {"size": 0}}"#,
+                "center_crop.size: must be > 0 (got 0)",
+            ),
+            (
+                r#"{"cutout": {"size": 4, "fraction": 0.2}}"#,
+                "cutout: give exactly one of `size` or `fraction`",
+            ),
+        ];
+        for (json, message) in cases {
+            assert_eq!(parse(json).validate().unwrap_err(), message);
+        }
+        let unknown = serde_json::from_str::<Transform>(r#"{"rotation": {"degree": 5}}"#);
+        assert!(unknown.unwrap_err().to_string().contains("degree"));
+    }
+
+    #[test]
+    fn the_documented_yaml_list_parses() {
+        let list: Vec<Transform> = serde_json::from_str(
+            r#"[{"random_resized_crop": {"scale": [0.08, 1.0], "ratio": [0.75, 1.3333]}},
+                {"horizontal_flip": {"p": 0.5}}, {"rotation": {"degrees": 10}},
+                {"color_jitter": {"brightness": 0.5, "contrast": 0.5, "saturation": 0.5, "hue": 0.0}},
+                {"gaussian_blur": {"kernel_size": 5, "sigma": [0.1, 3.0]}},
+                {"cutout": {"holes": 1, "size": 8}}, {"resize": {"size": 32}},
+                {"center_crop": {"size": 28}}]"#,
+        )
+        .unwrap();
+        assert_eq!(list.len(), 8);
+        assert!(list.iter().all(|transform| transform.validate().is_ok()));
+    }
+}

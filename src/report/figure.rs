@@ -1,0 +1,82 @@
+//! Renders one drawing to a PNG or SVG file, so each plot is written once for both formats.
+//!
+//! The PNG is drawn into an in-memory RGB buffer and encoded with the `image` crate instead of
+//! letting plotters open the file itself: the write then goes through `fs_err` and a failure
+//! names the path.
+
+use std::path::Path;
+
+use image::ImageEncoder;
+use image::codecs::png::PngEncoder;
+use plotters::coord::Shift;
+use plotters::prelude::{
+    BitMapBackend, DrawingArea, DrawingAreaErrorKind, DrawingBackend, IntoDrawingArea, SVGBackend,
+};
+
+use super::{ImageFormat, ReportError, font};
+
+/// A picture that can be drawn on any plotters backend.
+pub(crate) trait Figure {
+    fn draw<Backend: DrawingBackend>(
+        &self,
+        root: &DrawingArea<Backend, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<Backend::ErrorType>>;
+}
+
+fn draw_error<E: std::error::Error + Send + Sync>(
+    path: &Path,
+    error: DrawingAreaErrorKind<E>,
+) -> ReportError {
+    ReportError::Draw {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    }
+}
+
+/// Draws `figure` at `width`×`height` pixels and writes it to `path` in `format`.
+pub(crate) fn write_figure(
+    figure: &impl Figure,
+    path: &Path,
+    format: ImageFormat,
+    (width, height): (u32, u32),
+) -> Result<(), ReportError> {
+    if !font::ensure_registered() {
+        return Err(ReportError::Font {
+            path: path.to_path_buf(),
+        });
+    }
+    match format {
+        ImageFormat::Png => {
+            let mut pixels = vec![0u8; width as usize * height as usize * 3];
+            {
+                let root =
+                    BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+                figure
+                    .draw(&root)
+                    .map_err(|error| draw_error(path, error))?;
+                root.present().map_err(|error| draw_error(path, error))?;
+            }
+            let mut encoded = Vec::new();
+            PngEncoder::new(&mut encoded)
+                .write_image(&pixels, width, height, image::ExtendedColorType::Rgb8)
+                .map_err(|source| ReportError::Encode {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            fs_err::write(path, encoded)?;
+        }
+        ImageFormat::Svg => {
+            let mut document = String::new();
+            {
+                let root =
+                    SVGBackend::with_string(&mut document, (width, height)).into_drawing_area();
+                figure
+                    .draw(&root)
+                    .map_err(|error| draw_error(path, error))?;
+                root.present().map_err(|error| draw_error(path, error))?;
+            }
+            fs_err::write(path, document)?;
+        }
+    }
+    Ok(())
+}

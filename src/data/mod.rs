@@ -12,9 +12,11 @@
 pub mod error;
 pub mod idx;
 pub mod image;
+pub mod loader;
 pub mod manifest;
 pub mod mixup;
 pub mod pack;
+pub mod preview;
 pub mod scan;
 pub mod split;
 pub mod stats;

@@ -110,7 +110,8 @@ fn stage_definitions() -> Vec<(StageKind, Vec<&'static str>, Vec<StageKind>)> {
         ),
         (
             StageKind::Augment,
-            vec!["data.image_size"],
+            // The packs need only the size; the preview shows the train transforms and mixing.
+            vec!["data.image_size", "augment.train", "train.mixup", "seed"],
             vec![StageKind::Split],
         ),
     ]

@@ -1,14 +1,18 @@
 //! The `augment` stage, first half: every split decoded and resized once into a packed uint8
 //! file plus labels (`<split>.u8`, `<split>.labels`, `<split>.json`), so training epochs read
 //! memory-mapped bytes and never decode an image again. The random augmentations are applied on
-//! the fly by the training loader.
+//! the fly by the training loader; `preview.png` shows 16 training samples as the loader makes
+//! them (train transforms, then MixUp/CutMix), so people can see what they configured.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::split::SplitSummary;
 use super::{StageContext, StageError, read_json};
+use crate::data::loader::{LoaderConfig, batches};
 use crate::data::manifest::read_manifest;
-use crate::data::pack::write_pack;
+use crate::data::pack::{PackedSplit, write_pack};
+use crate::data::preview::write_preview;
 use crate::pipeline::StageKind;
 
 /// Runs the stage.
@@ -33,6 +37,26 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
         spinner.finish_and_clear();
         bytes += (info.count * info.height * info.width * info.channels) as u64;
         parts.push(format!("{} {split}", info.count));
+    }
+    // Mean 0 / std 1 keeps the picture independent of the stats stage: mixing is linear, so
+    // de-normalising inverts it exactly.
+    let spec = &context.spec.spec;
+    let pack = Arc::new(PackedSplit::open(out, "train")?);
+    let config = LoaderConfig {
+        batch_size: 16,
+        shuffle: true,
+        drop_last: false,
+        seed: spec.seed,
+        workers: 0,
+        prefetch: 0,
+        image_size: size,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        transforms: spec.augment.train.clone(),
+        mixup: spec.train.mixup.clone(),
+    };
+    if let Some(batch) = batches(pack, &config, 0, summary.classes.len())?.next() {
+        write_preview(&out.join("preview.png"), &batch, config.mean, config.std, 4)?;
     }
     Ok(format!(
         "{} images packed at {size}×{size} ({:.1} MiB)",

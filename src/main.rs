@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
+    vilab::interrupt::install();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

@@ -153,6 +153,7 @@ pub fn run_experiment(
     let mut records = Vec::new();
     let mut outputs: BTreeMap<StageKind, PathBuf> = BTreeMap::new();
     for stage in &plan.stages {
+        let _span = tracing::info_span!("stage", name = stage.kind.name()).entered();
         let stage_clock = Instant::now();
         let (state, summary) = ensure_entry(spec, &plan, &cache, stage.kind, &outputs, reporter)?;
         let seconds = stage_clock.elapsed().as_secs_f64();

@@ -678,7 +678,7 @@ impl Context<'_> {
                 (
                     self.overrides
                         .iter()
-                        .position(|item| &item.origin == &Origin::Set(argument.clone()))
+                        .position(|item| item.origin == Origin::Set(argument.clone()))
                         .unwrap_or(usize::MAX),
                     0,
                 ),

@@ -183,15 +183,11 @@ impl MarkedEventReceiver for Recorder {
     fn on_event(&mut self, event: Event, marker: Marker) {
         let position = Position::from(marker);
         match event {
-            Event::Scalar(text, ..) => {
-                if !self.take_key(&text, position) {
-                    self.begin_value(position, TopLevel::Scalar);
-                }
+            Event::Scalar(text, ..) if !self.take_key(&text, position) => {
+                self.begin_value(position, TopLevel::Scalar);
             }
-            Event::Alias(_) => {
-                if !self.take_key("*alias", position) {
-                    self.begin_value(position, TopLevel::Scalar);
-                }
+            Event::Alias(_) if !self.take_key("*alias", position) => {
+                self.begin_value(position, TopLevel::Scalar);
             }
             Event::MappingStart(..) => {
                 // A mapping used as a key is unusual; give it a placeholder name.

@@ -85,9 +85,10 @@ struct Override {
 
 /// Loads, layers and validates an experiment file.
 pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
-    let text = fs_err::read(file).map_err(|error| LoadError::Read {
+    // std rather than fs-err: `LoadError::Read` names the path once itself.
+    let text = std::fs::read(file).map_err(|error| LoadError::Read {
         path: file.to_path_buf(),
-        message: innermost_message(&error),
+        message: error.to_string(),
     })?;
     let file_origin = |position| Origin::File {
         file: file.to_path_buf(),
@@ -149,6 +150,7 @@ pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
 
     let context = Context {
         file,
+        sets,
         positions: &positions,
         overrides: &overrides,
         base_dir: &base_dir,
@@ -172,16 +174,6 @@ pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
         spec,
         resolved,
     })
-}
-
-/// The operating system's message: fs-err's wrapper already names the path, which
-/// `LoadError::Read` prints once itself.
-fn innermost_message(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
 }
 
 fn absolute_parent(file: &Path) -> PathBuf {
@@ -331,6 +323,7 @@ fn unknown_value(field: &str, value: &Value, allowed: &[String]) -> String {
 
 struct Context<'a> {
     file: &'a Path,
+    sets: &'a [String],
     positions: &'a PositionMap,
     overrides: &'a [Override],
     base_dir: &'a Path,
@@ -676,9 +669,9 @@ impl Context<'_> {
             Origin::Set(argument) => (
                 2,
                 (
-                    self.overrides
+                    self.sets
                         .iter()
-                        .position(|item| item.origin == Origin::Set(argument.clone()))
+                        .position(|set| set == argument)
                         .unwrap_or(usize::MAX),
                     0,
                 ),

@@ -103,6 +103,8 @@ impl PositionMap {
             }
             match current.rfind('.') {
                 Some(cut) => current = &current[..cut],
+                // A top-level field: the document itself.
+                None if !current.is_empty() => current = "",
                 None => return None,
             }
         }
@@ -144,6 +146,13 @@ impl Recorder {
             None => {
                 if self.top_level.is_none() {
                     self.top_level = Some(kind);
+                    self.fields.insert(
+                        String::new(),
+                        FieldPositions {
+                            key: None,
+                            value: position,
+                        },
+                    );
                 }
                 return Some(String::new());
             }
@@ -252,7 +261,7 @@ mod tests {
                 .map(|p| p.line),
             Some(3)
         );
-        assert!(map.nearest("model.name").is_none());
+        assert_eq!(map.nearest("model.name").unwrap().value.line, 1);
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! The checked-in JSON Schema and the shipped experiments stay in step with the binary:
+//! `vilab schema` must print `schemas/experiment.schema.json` byte for byte (editors read the
+//! file, so a stale one silently misleads them), and every file in `experiments/` must point
+//! editors at it and validate.
+
+mod common;
+
+use common::{repo_root, run_vilab};
+
+const SCHEMA_FILE: &str = "schemas/experiment.schema.json";
+const HEADER: &str = "# yaml-language-server: $schema=../schemas/experiment.schema.json";
+
+#[test]
+fn checked_in_schema_is_current() {
+    let output = run_vilab(&repo_root(), &["schema"]);
+    output.assert_code(0).assert_no_panic();
+    let path = repo_root().join(SCHEMA_FILE);
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!(
+            "{}: {error}; create it with `vilab schema --out {SCHEMA_FILE}`",
+            path.display()
+        )
+    });
+    assert!(
+        output.stdout == checked_in,
+        "{SCHEMA_FILE} is stale; regenerate it with `vilab schema --out {SCHEMA_FILE}`"
+    );
+}
+
+#[test]
+fn schema_is_draft_07_json() {
+    let output = run_vilab(&repo_root(), &["schema"]);
+    output.assert_code(0);
+    let schema: serde_json::Value =
+        serde_json::from_str(&output.stdout).expect("vilab schema prints JSON");
+    assert_eq!(
+        schema["$schema"].as_str(),
+        Some("http://json-schema.org/draft-07/schema#"),
+        "editors' yaml-language-server reads draft-07"
+    );
+    for section in [
+        "name", "data", "split", "stats", "augment", "model", "train",
+    ] {
+        assert!(
+            schema["properties"].get(section).is_some(),
+            "schema lacks the `{section}` section"
+        );
+    }
+}
+
+#[test]
+fn every_experiment_points_at_the_schema_and_validates() {
+    let folder = repo_root().join("experiments");
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap_or_else(|error| panic!("{}: {error}", folder.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "yaml" || extension == "yml")
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no experiments in {}", folder.display());
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read experiment");
+        assert_eq!(
+            text.lines().next(),
+            Some(HEADER),
+            "{} must start with the schema comment",
+            file.display()
+        );
+        let relative = file
+            .strip_prefix(repo_root())
+            .expect("inside the repository");
+        let output = run_vilab(
+            &repo_root(),
+            &["validate", relative.to_str().expect("UTF-8")],
+        );
+        assert_eq!(
+            output.code,
+            0,
+            "{} does not validate:\n{}",
+            file.display(),
+            output.stderr
+        );
+    }
+}

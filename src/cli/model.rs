@@ -1,0 +1,97 @@
+//! `vilab model info NAME`: parameter count per component and forward MACs of a preset.
+
+use clap::{Args, Subcommand};
+
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::model::{PRESET_NAMES, preset};
+
+/// Model utilities.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Parameter count (total and per component) and forward MACs at an image size.
+    Info(InfoArgs),
+}
+
+/// Arguments of `vilab model info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Preset name: vil_micro, vil_tiny, vil_tinyplus, vil_small, vil_smallplus, vil_base,
+    /// vil2_tiny, vil2_small, vil2_base.
+    pub name: String,
+    /// Number of classes of the head.
+    #[arg(long, default_value_t = 1000)]
+    pub classes: usize,
+    /// Side of the square input image (default: the preset's, 224 or 28 for vil_micro).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+}
+
+fn grouped(number: u64) -> String {
+    let digits = number.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Runs a model subcommand.
+pub fn run(command: ModelCommand) -> anyhow::Result<u8> {
+    let ModelCommand::Info(args) = command;
+    let Some(mut config) = preset(&args.name) else {
+        let close = crate::spec::problems::suggest(&args.name, PRESET_NAMES.iter().copied());
+        eprintln!(
+            "error: unknown model `{}`{}; known: {}",
+            args.name,
+            close.map_or(String::new(), |c| format!(" (did you mean `{c}`?)")),
+            PRESET_NAMES.join(", ")
+        );
+        return Ok(EXIT_USAGE);
+    };
+    config.num_classes = args.classes;
+    if let Some(size) = args.image_size {
+        config.image_size = size;
+    }
+    if let Err(message) = config.validate() {
+        eprintln!("error: {}: {message}", args.name);
+        return Ok(EXIT_USAGE);
+    }
+    let count = config.param_count();
+    let macs = config.forward_macs();
+    let tokens = config.num_tokens() as u64;
+    // The two S×S products, counted in full above; the causal convention counts half of them.
+    let causal = macs - config.depth as u64 * tokens * tokens * config.inner_dim() as u64;
+    println!(
+        "{} at {}×{} ({} tokens of dim {}, {} blocks), {} classes",
+        args.name,
+        config.image_size,
+        config.image_size,
+        tokens,
+        config.dim,
+        config.depth,
+        config.num_classes
+    );
+    println!("parameters   {:>13}", grouped(count.total()));
+    for (name, value) in [
+        ("patch_embed", count.patch_embed),
+        ("pos_embed", count.pos_embed),
+        ("blocks", count.blocks),
+        ("norms", count.norms),
+        ("head", count.head),
+    ] {
+        println!("  {name:<11}{:>13}", grouped(value));
+    }
+    println!(
+        "forward      {:>9.3} GMACs ({:.3} GFLOPs), S×S products counted in full",
+        macs as f64 / 1e9,
+        2.0 * macs as f64 / 1e9
+    );
+    println!(
+        "             {:>9.3} GMACs counting only the causal half (the paper's convention)",
+        causal as f64 / 1e9
+    );
+    Ok(EXIT_OK)
+}

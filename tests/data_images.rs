@@ -110,9 +110,9 @@ fn cmyk_jpeg_converts_to_rgb() {
     for (x, y, pixel) in image.enumerate_pixels() {
         let cmy = [x * 255 / 29, y * 255 / 19, (x + y) * 37 % 256];
         let key = x * y * 11 % 256;
-        for channel in 0..3 {
-            let expected = f64::from((255 - cmy[channel]) * (255 - key)) / 255.0;
-            total_error += (f64::from(pixel.0[channel]) - expected).abs();
+        for (&ink, &value) in cmy.iter().zip(&pixel.0) {
+            let expected = f64::from((255 - ink) * (255 - key)) / 255.0;
+            total_error += (f64::from(value) - expected).abs();
         }
     }
     let mean_error = total_error / (30.0 * 20.0 * 3.0);

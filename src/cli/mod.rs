@@ -3,8 +3,13 @@
 //! Exit codes: 0 ok, 1 failure (or, for `status`, something is not cached), 2 usage or
 //! validation error, 130 interrupted.
 
+mod compare;
 mod data;
+mod export;
+mod gc;
+mod model;
 mod plan;
+mod predict;
 mod run;
 mod schema;
 mod validate;
@@ -48,13 +53,25 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Show the stage graph with each stage's key and state (cached, missing, stale).
     Plan(plan::PlanArgs),
-    /// Like plan, as a check: exit 0 when every stage is cached, 1 otherwise.
+    /// Like plan, as a check: exit 0 when every stage is cached, 1 otherwise (for a sweep:
+    /// done/failed/pending trials, exit 0 when all are done).
     Status(plan::PlanArgs),
+    /// Compare runs or sweeps: differing parameters, metric deltas, per-class F1, curves.
+    Compare(compare::CompareArgs),
+    /// Delete cache entries no run folder references (needs an explicit --out).
+    Gc(gc::GcArgs),
     /// Print the experiment JSON Schema (draft-07) for editors.
     Schema(schema::SchemaArgs),
     /// Data utilities.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Model utilities.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Predict image files or folders with a run's weights (or a weights file), as CSV.
+    Predict(predict::PredictArgs),
+    /// Save a run's weights with the official ViL names, plus the class names and normalisation.
+    Export(export::ExportArgs),
 }
 
 /// Options shared by the verbs that take an experiment.
@@ -92,21 +109,34 @@ impl ExperimentArgs {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let reporter = crate::progress::Reporter::new(cli.quiet);
     match cli.command {
-        Command::Run(args) => run::run(&args, &reporter),
+        Command::Run(args) => run::run(&args, &reporter, cli.verbose),
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::plan(&args),
         Command::Status(args) => plan::status(&args),
+        Command::Compare(args) => compare::run(&args),
+        Command::Gc(args) => gc::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::Data(command) => data::run(command, &reporter),
+        Command::Model(command) => model::run(command),
+        Command::Predict(args) => predict::run(&args, &reporter),
+        Command::Export(args) => export::run(&args),
     }
 }
 
 /// The exit code an error stands for.
 pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    use crate::pipeline::run::RunError;
+    use crate::stages::StageError;
+    use crate::train::TrainError;
     if error.downcast_ref::<LoadError>().is_some() {
-        EXIT_USAGE
-    } else {
-        EXIT_FAILURE
+        return EXIT_USAGE;
+    }
+    match error.downcast_ref::<RunError>() {
+        Some(RunError::Stage {
+            error: StageError::Train(TrainError::Interrupted { .. }),
+            ..
+        }) => EXIT_INTERRUPTED,
+        _ => EXIT_FAILURE,
     }
 }
 

@@ -1,11 +1,18 @@
 //! `vilab plan FILE` and `vilab status FILE`: every stage's key and state, computing nothing.
+//!
+//! On a spec with a `sweep` section both speak per trial: `status` counts done, failed,
+//! running and pending trials and gives each unfinished trial's first stale stage with its
+//! reason; `plan` lists every trial's stages.
 
 use clap::Args;
 
-use super::{EXIT_FAILURE, EXIT_OK, ExperimentArgs};
+use super::{EXIT_FAILURE, EXIT_OK, ExperimentArgs, shown_path};
 use crate::pipeline::cache::Cache;
 use crate::pipeline::plan::{StageStatus, build_plan, stage_statuses};
 use crate::pipeline::run::previous_keys;
+use crate::pipeline::sweep::{Sweep, TrialPlan, TrialState};
+use crate::spec::LoadedSpec;
+use crate::spec::sweep::Trial;
 
 /// Arguments of `vilab plan` and `vilab status`.
 #[derive(Debug, Args)]
@@ -14,32 +21,141 @@ pub struct PlanArgs {
     pub experiment: ExperimentArgs,
 }
 
-fn statuses(args: &PlanArgs) -> anyhow::Result<(crate::pipeline::plan::Plan, Vec<StageStatus>)> {
-    let spec = args.experiment.load()?;
-    let plan = build_plan(&spec, args.experiment.plan_options())?;
+fn statuses(
+    args: &PlanArgs,
+    spec: &LoadedSpec,
+) -> anyhow::Result<(crate::pipeline::plan::Plan, Vec<StageStatus>)> {
+    let plan = build_plan(spec, args.experiment.plan_options())?;
     let cache = Cache::new(&args.experiment.out);
-    let previous = previous_keys(&args.experiment.out, &spec);
+    let previous = previous_keys(&args.experiment.out, spec);
     let statuses = stage_statuses(&plan, &cache, &previous);
     Ok((plan, statuses))
 }
 
+/// One trial of a sweep as plan and status show it.
+struct TrialRow {
+    trial: Trial,
+    planned: TrialPlan,
+    state: TrialState,
+    /// The error of its last attempt, when it failed.
+    error: Option<String>,
+}
+
+/// Every trial of a sweep with its plan and its state: done when complete on disk, otherwise
+/// what its record says (failed, running) or pending.
+fn trial_states(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<(Sweep, Vec<TrialRow>)> {
+    let sweep = Sweep::new(spec, &args.experiment.sets, &args.experiment.out)?;
+    let mut rows = Vec::new();
+    for trial in &sweep.trials {
+        let planned = sweep.plan_trial(trial, &[], args.experiment.plan_options())?;
+        let (recorded, record) = sweep.recorded_state(trial);
+        let state = match recorded {
+            _ if planned.complete => TrialState::Done,
+            TrialState::Done => TrialState::Pending,
+            other => other,
+        };
+        let error = record
+            .and_then(|record| record.error)
+            .filter(|_| state == TrialState::Failed);
+        rows.push(TrialRow {
+            trial: trial.clone(),
+            planned,
+            state,
+            error,
+        });
+    }
+    Ok((sweep, rows))
+}
+
 /// `vilab plan`: a table of stages, keys and states, in execution order.
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
-    let (plan, statuses) = statuses(args)?;
-    println!("{:<9}{:<14}state", "stage", "key");
-    for (stage, status) in plan.stages.iter().zip(&statuses) {
-        println!("{:<9}{:<14}{status}", stage.kind.name(), &stage.key()[..12]);
+    let spec = args.experiment.load()?;
+    if spec.spec.sweep.is_some() {
+        let (sweep, rows) = trial_states(args, spec)?;
+        println!(
+            "sweep {} ({} trials)",
+            shown_path(&sweep.dir),
+            sweep.trials.len()
+        );
+        for TrialRow {
+            trial,
+            planned,
+            state,
+            ..
+        } in &rows
+        {
+            println!(
+                "\ntrial {}  {}  run id {}  {}",
+                trial.id,
+                state.as_str(),
+                planned.plan.run_id,
+                trial.describe()
+            );
+            print_stage_table(&planned.plan, &planned.statuses);
+        }
+        return Ok(EXIT_OK);
     }
+    let (plan, statuses) = statuses(args, &spec)?;
+    print_stage_table(&plan, &statuses);
     println!("run id   {}", plan.run_id);
     Ok(EXIT_OK)
 }
 
-/// `vilab status`: one line per stage; exit 0 when everything is cached, 1 otherwise.
+fn print_stage_table(plan: &crate::pipeline::plan::Plan, statuses: &[StageStatus]) {
+    println!("{:<9}{:<14}state", "stage", "key");
+    for (stage, status) in plan.stages.iter().zip(statuses) {
+        println!("{:<9}{:<14}{status}", stage.kind.name(), &stage.key()[..12]);
+    }
+}
+
+/// `vilab status`: one line per stage; exit 0 when everything is cached, 1 otherwise. For a
+/// sweep: the counts, then one line per trial; exit 0 when every trial is done.
 pub fn status(args: &PlanArgs) -> anyhow::Result<u8> {
-    let (plan, statuses) = statuses(args)?;
+    let spec = args.experiment.load()?;
+    if spec.spec.sweep.is_some() {
+        return sweep_status(args, spec);
+    }
+    let (plan, statuses) = statuses(args, &spec)?;
     for (stage, status) in plan.stages.iter().zip(&statuses) {
         println!("{}: {status}", stage.kind.name());
     }
     let all_cached = statuses.iter().all(|status| *status == StageStatus::Cached);
     Ok(if all_cached { EXIT_OK } else { EXIT_FAILURE })
+}
+
+fn sweep_status(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<u8> {
+    let (sweep, rows) = trial_states(args, spec)?;
+    let count = |wanted: TrialState| rows.iter().filter(|row| row.state == wanted).count();
+    println!(
+        "sweep {}: {} trials — {} done, {} failed, {} running, {} pending",
+        shown_path(&sweep.dir),
+        rows.len(),
+        count(TrialState::Done),
+        count(TrialState::Failed),
+        count(TrialState::Running),
+        count(TrialState::Pending)
+    );
+    for TrialRow {
+        trial,
+        planned,
+        state,
+        error,
+    } in &rows
+    {
+        let mut line = format!("{}  {:<8} {}", trial.id, state.as_str(), trial.describe());
+        if *state != TrialState::Done {
+            if let Some(stale) = planned.first_stale() {
+                line.push_str(&format!(" — {stale}"));
+            }
+            if let Some(error) = error {
+                line.push_str(&format!("; last attempt: {error}"));
+            }
+        }
+        println!("{line}");
+    }
+    Ok(if count(TrialState::Done) == rows.len() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    })
 }

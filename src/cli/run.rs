@@ -1,26 +1,122 @@
 //! `vilab run FILE`: compute what is not cached, reuse the rest, print the run folder.
+//!
+//! On a spec with a `sweep` section it runs every trial that is not done, `--jobs` at a time,
+//! and prints the sweep folder; `--trial ID` runs one trial in this process (what the sweep
+//! runner starts for each trial, and what a cluster scheduler runs).
+
+use std::ffi::OsString;
 
 use clap::Args;
 
-use super::{EXIT_OK, ExperimentArgs, shown_path};
-use crate::pipeline::run::{RunOptions, run_experiment};
+use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ExperimentArgs, shown_path};
+use crate::pipeline::run::{RunOptions, RunOutcome, run_experiment};
+use crate::pipeline::sweep::runner::{SweepOptions, narrowed_devices, run_sweep};
+use crate::pipeline::sweep::{Sweep, run_trial};
 use crate::progress::Reporter;
+use crate::spec::sweep::describe_overrides;
 
 /// Arguments of `vilab run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub experiment: ExperimentArgs,
+    /// Run only this trial of the sweep (its id or a unique prefix, as `vilab status` lists).
+    #[arg(long, value_name = "ID")]
+    pub trial: Option<String>,
+    /// Trials of a sweep to run at a time; on the CPU they share the cores, on CUDA each job
+    /// gets its share of train.devices.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: u32,
+    /// Stop a sweep at the first failed trial (default: run the others, then exit 1).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Devices of this trial's job, `train.devices` becoming `0..N` (the sweep runner sets it
+    /// together with CUDA_VISIBLE_DEVICES).
+    #[arg(long, value_name = "N", hide = true, requires = "trial")]
+    pub trial_devices: Option<usize>,
 }
 
-/// Runs the verb.
-pub fn run(args: &RunArgs, reporter: &Reporter) -> anyhow::Result<u8> {
+/// Runs the verb; `verbosity` is the `-v` count, passed on to trial processes.
+pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result<u8> {
     let spec = args.experiment.load()?;
+    if spec.spec.backend == crate::spec::types::BackendKind::Cuda && !crate::backend::CUDA_AVAILABLE
+    {
+        eprintln!(
+            "error: backend: cuda needs a vilab built with `cargo build --release --features cuda` \
+             (this one has only the CPU backend)"
+        );
+        return Ok(super::EXIT_USAGE);
+    }
     let options = RunOptions {
         out: args.experiment.out.clone(),
         plan: args.experiment.plan_options(),
     };
-    let outcome = run_experiment(&spec, &options, reporter)?;
+    if spec.spec.sweep.is_none() {
+        if args.trial.is_some() {
+            eprintln!(
+                "error: --trial: {} has no `sweep` section",
+                args.experiment.file.display()
+            );
+            return Ok(EXIT_USAGE);
+        }
+        let outcome = run_experiment(&spec, &options, reporter)?;
+        report_run(&outcome, reporter);
+        return Ok(EXIT_OK);
+    }
+    let sweep = Sweep::new(spec, &args.experiment.sets, &args.experiment.out)?;
+    if let Some(query) = &args.trial {
+        let trial = sweep.trial(query)?.clone();
+        let extra = args.trial_devices.map(narrowed_devices).unwrap_or_default();
+        let outcome = run_trial(&sweep, &trial, &options, &extra, reporter)?;
+        report_run(&outcome, reporter);
+        return Ok(EXIT_OK);
+    }
+    let sweep_options = SweepOptions {
+        run: options,
+        jobs: args.jobs as usize,
+        fail_fast: args.fail_fast,
+        trial_command: trial_command(args, verbosity)?,
+    };
+    let outcome = run_sweep(&sweep, &sweep_options, reporter)?;
+    reporter.line(&format!(
+        "sweep done in {:.1} s: {} trial(s) — {} run now, {} done already, {} failed{}",
+        outcome.seconds,
+        sweep.trials.len(),
+        outcome.finished.len(),
+        outcome.skipped.len(),
+        outcome.failed.len(),
+        if outcome.not_run.is_empty() {
+            String::new()
+        } else {
+            format!(", {} not run", outcome.not_run.len())
+        }
+    ));
+    if !outcome.failed.is_empty() {
+        eprintln!("failed trials:");
+        for (id, error) in &outcome.failed {
+            let overrides = sweep
+                .trial(id)
+                .map(|trial| describe_overrides(&trial.overrides))
+                .unwrap_or_default();
+            eprintln!("  {id}  {overrides}: {error}");
+        }
+    }
+    reporter.line(&format!(
+        "summary: {}",
+        shown_path(&sweep.dir.join("summary.md"))
+    ));
+    println!("{}", shown_path(&sweep.dir));
+    Ok(if !outcome.failed.is_empty() {
+        EXIT_FAILURE
+    } else if !outcome.not_run.is_empty() {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn report_run(outcome: &RunOutcome, reporter: &Reporter) {
     let computed = outcome
         .record
         .stages
@@ -33,5 +129,28 @@ pub fn run(args: &RunArgs, reporter: &Reporter) -> anyhow::Result<u8> {
         outcome.record.stages.len() - computed
     ));
     println!("{}", shown_path(&outcome.run_dir));
-    Ok(EXIT_OK)
+}
+
+/// This binary with the arguments that reproduce the spec and output root of this run: the
+/// sweep runner adds `--trial ID` for each trial. The environment (`VILAB_*` layers) is
+/// inherited.
+fn trial_command(args: &RunArgs, verbosity: u8) -> anyhow::Result<Vec<OsString>> {
+    let program = std::env::current_exe()
+        .map_err(|error| anyhow::anyhow!("cannot find the vilab binary to run trials: {error}"))?;
+    let experiment = &args.experiment;
+    let mut command: Vec<OsString> = vec![program.into_os_string(), "run".into()];
+    command.push(experiment.file.clone().into_os_string());
+    for set in &experiment.sets {
+        command.push("--set".into());
+        command.push(set.into());
+    }
+    command.push("--out".into());
+    command.push(experiment.out.clone().into_os_string());
+    if experiment.verify_data {
+        command.push("--verify-data".into());
+    }
+    for _ in 0..verbosity {
+        command.push("-v".into());
+    }
+    Ok(command)
 }

@@ -7,8 +7,10 @@
 //!   <stage>-v<format>/<key[..2]>/<key>/   one complete entry: the stage's outputs plus
 //!       fingerprint.json                  everything the key was computed from (readable)
 //!       manifest.json                     size and blake3 of every other file in the entry
-//!   locks/<stage>-v<format>-<key>.lock    advisory lock, held while the entry is computed
+//!   locks/<stage>-v<format>-<key>.lock    advisory lock: exclusive while the entry is computed
+//!                                         (or deleted by gc), shared while runs use it
 //!   tmp/<stage>-<key>.<pid>.<nanos>/      entries being written
+//!   work/<stage>-v<format>-<key>/         resumable state of an entry being computed
 //!   corrupt/                              entries that failed their integrity check, kept
 //! ```
 //!
@@ -173,24 +175,59 @@ impl Cache {
         serde_json::from_slice(&text).ok()
     }
 
+    /// Where a stage keeps state that must survive a crash while its entry is computed
+    /// (training checkpoints): `<out>/cache/work/<stage>-v<N>-<key>/`.
+    pub fn work_dir(&self, stage: StageKind, key: &str) -> PathBuf {
+        self.root
+            .join("work")
+            .join(format!("{}-{key}", stage.cache_folder()))
+    }
+
     /// Takes the lock of an entry, waiting while another process holds it.
     pub fn lock(&self, stage: StageKind, key: &str) -> Result<EntryLock, CacheError> {
-        let folder = self.root.join("locks");
-        fs_err::create_dir_all(&folder)?;
-        let path = folder.join(format!("{}-{key}.lock", stage.cache_folder()));
+        let (file, path) = self.open_lock(&lock_name(stage, key))?;
+        file.lock().map_err(|error| lock_error(&path, error))?;
+        Ok(EntryLock { _file: file })
+    }
+
+    /// Marks an entry as in use until the guard is dropped: a shared lock, which any number of
+    /// runs reading the entry hold at once, and which keeps out whoever needs the exclusive lock
+    /// (`vilab gc` deleting, or a run replacing a damaged entry) until they are done.
+    pub fn lock_shared(&self, stage: StageKind, key: &str) -> Result<EntryLock, CacheError> {
+        let (file, path) = self.open_lock(&lock_name(stage, key))?;
+        file.lock_shared()
+            .map_err(|error| lock_error(&path, error))?;
+        Ok(EntryLock { _file: file })
+    }
+
+    /// Takes the exclusive lock named `<stage>-v<format>-<key>` without waiting; `None` when a
+    /// process holds it (computing the entry, or reading it). The name also covers the entry's
+    /// `tmp/` and `work/` folders, which the computing process holds it for.
+    pub fn try_lock_named(&self, name: &str) -> Result<Option<EntryLock>, CacheError> {
+        let (file, path) = self.open_lock(name)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(EntryLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => Err(lock_error(&path, error).into()),
+        }
+    }
+
+    /// The lock file named `<stage>-v<format>-<key>` (see [`lock_name`]).
+    pub fn lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.lock"))
+    }
+
+    fn open_lock(&self, name: &str) -> Result<(File, PathBuf), CacheError> {
+        let path = self.lock_path(name);
+        if let Some(folder) = path.parent() {
+            fs_err::create_dir_all(folder)?;
+        }
         let file = fs_err::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)?;
-        let file = file.into_file();
-        file.lock().map_err(|error| {
-            std::io::Error::new(
-                error.kind(),
-                format!("{}: cannot lock: {error}", path.display()),
-            )
-        })?;
-        Ok(EntryLock { _file: file })
+        Ok((file.into_file(), path))
     }
 
     /// Starts writing the entry for `key`: an empty folder under `tmp/`. Call with the entry's
@@ -229,6 +266,18 @@ impl Cache {
         fs_err::rename(&entry, &target)?;
         Ok(target)
     }
+}
+
+/// The name of an entry's lock file, without `.lock`.
+pub fn lock_name(stage: StageKind, key: &str) -> String {
+    format!("{}-{key}", stage.cache_folder())
+}
+
+fn lock_error(path: &Path, error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        error.kind(),
+        format!("{}: cannot lock: {error}", path.display()),
+    )
 }
 
 /// An entry's lock; released when dropped or when the process dies.
@@ -396,6 +445,22 @@ mod tests {
         let kept = cache.quarantine(StageKind::Stats, &key).unwrap();
         assert!(kept.join("stats.json").is_file());
         assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Missing);
+    }
+
+    #[test]
+    fn entries_in_use_keep_the_exclusive_lock_away() {
+        let out = tempfile::tempdir().unwrap();
+        let cache = Cache::new(out.path());
+        let name = lock_name(StageKind::Split, "abcdef");
+        let reader = cache.lock_shared(StageKind::Split, "abcdef").unwrap();
+        let other_reader = cache.lock_shared(StageKind::Split, "abcdef").unwrap();
+        assert!(cache.try_lock_named(&name).unwrap().is_none());
+        drop(reader);
+        assert!(cache.try_lock_named(&name).unwrap().is_none());
+        drop(other_reader);
+        let exclusive = cache.try_lock_named(&name).unwrap();
+        assert!(exclusive.is_some());
+        assert!(cache.try_lock_named(&name).unwrap().is_none());
     }
 
     #[test]

@@ -121,7 +121,8 @@ pub fn canonical_json(value: &Value) -> String {
 }
 
 /// The leaves of `resolved` under each dotted prefix in `fields`, keyed by dotted path. Lists
-/// are leaves (a changed augmentation list is one change).
+/// are leaves (a changed augmentation list is one change). A field written `-path` is left
+/// out again (settings inside a read section that cannot change the outputs).
 pub fn spec_slice(resolved: &Value, fields: &[&str]) -> BTreeMap<String, Value> {
     fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
         match value {
@@ -136,11 +137,17 @@ pub fn spec_slice(resolved: &Value, fields: &[&str]) -> BTreeMap<String, Value> 
         }
     }
     let mut out = BTreeMap::new();
-    for field in fields {
+    for field in fields.iter().filter(|field| !field.starts_with('-')) {
         let pointer = format!("/{}", field.replace('.', "/"));
         if let Some(value) = resolved.pointer(&pointer) {
             flatten(field, value, &mut out);
         }
+    }
+    for excluded in fields.iter().filter_map(|field| field.strip_prefix('-')) {
+        out.retain(|key, _| {
+            !(key == excluded
+                || key.starts_with(excluded) && key.as_bytes().get(excluded.len()) == Some(&b'.'))
+        });
     }
     out
 }
@@ -237,7 +244,13 @@ pub fn dirty_reason(
             (None, None) => {}
         }
     }
-    for (stage, key) in &after.upstream {
+    // Upstream stages in execution order, so the reason names the root cause (split before
+    // the stages computed from it).
+    let mut upstream: Vec<(&String, &String)> = after.upstream.iter().collect();
+    upstream.sort_by_key(|(stage, _)| {
+        serde_json::from_value::<StageKind>(Value::String((*stage).clone())).ok()
+    });
+    for (stage, key) in upstream {
         if before.upstream.get(stage) != Some(key) {
             return format!("upstream {stage} changed");
         }
@@ -336,6 +349,9 @@ mod tests {
         let slice = spec_slice(&resolved, &["split", "data.image_size"]);
         let keys: Vec<&str> = slice.keys().map(String::as_str).collect();
         assert_eq!(keys, ["data.image_size", "split.seed", "split.stratify"]);
+        let slice = spec_slice(&resolved, &["split", "-split.seed"]);
+        let keys: Vec<&str> = slice.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["split.stratify"]);
     }
 
     #[test]

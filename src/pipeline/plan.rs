@@ -114,6 +114,27 @@ fn stage_definitions() -> Vec<(StageKind, Vec<&'static str>, Vec<StageKind>)> {
             vec!["data.image_size", "augment.train", "train.mixup", "seed"],
             vec![StageKind::Split],
         ),
+        (
+            StageKind::Train,
+            vec![
+                "seed",
+                "backend",
+                "data.image_size",
+                "augment.train",
+                "augment.val",
+                "model",
+                "train",
+                // Loader threads change speed, never results.
+                "-train.workers",
+            ],
+            vec![StageKind::Split, StageKind::Stats, StageKind::Augment],
+        ),
+        (
+            StageKind::Evaluate,
+            vec!["evaluate"],
+            vec![StageKind::Split, StageKind::Augment, StageKind::Train],
+        ),
+        (StageKind::Plot, vec!["plot"], vec![StageKind::Train]),
     ]
 }
 

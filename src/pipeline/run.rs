@@ -113,12 +113,12 @@ pub enum RunError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// A stage failed; nothing of it was committed.
-    #[error("{stage}: {source}")]
+    #[error("{stage}: {error}")]
     Stage {
         /// The stage.
         stage: StageKind,
-        /// Why.
-        source: StageError,
+        /// Why (printed in this message, so deliberately not the error's `source`).
+        error: StageError,
     },
     /// The run folder could not be written.
     #[error(transparent)]
@@ -152,10 +152,21 @@ pub fn run_experiment(
     let cache = Cache::new(&options.out);
     let mut records = Vec::new();
     let mut outputs: BTreeMap<StageKind, PathBuf> = BTreeMap::new();
+    // Shared locks on every entry this run reads, held until its run folder links them, so
+    // `vilab gc` (which deletes only under an entry's exclusive lock) cannot remove one meanwhile.
+    let mut in_use = Vec::new();
     for stage in &plan.stages {
         let _span = tracing::info_span!("stage", name = stage.kind.name()).entered();
         let stage_clock = Instant::now();
-        let (state, summary) = ensure_entry(spec, &plan, &cache, stage.kind, &outputs, reporter)?;
+        let (state, summary) = loop {
+            let result = ensure_entry(spec, &plan, &cache, stage.kind, &outputs, reporter)?;
+            let guard = cache.lock_shared(stage.kind, stage.key())?;
+            // Collected between the check and the lock: compute it again.
+            if cache.state(stage.kind, stage.key()) == EntryState::Complete {
+                in_use.push(guard);
+                break result;
+            }
+        };
         let seconds = stage_clock.elapsed().as_secs_f64();
         if state == "computed" {
             reporter.stage(
@@ -216,6 +227,7 @@ pub fn run_experiment(
         Path::new(&plan.run_id),
         &experiment_dir(&options.out, spec).join("latest"),
     )?;
+    drop(in_use);
     Ok(RunOutcome { run_dir, record })
 }
 
@@ -252,17 +264,20 @@ fn ensure_entry(
     }
     reporter.stage(kind.name(), "computing…");
     let pending = cache.begin(kind, key)?;
+    let work_dir = cache.work_dir(kind, key);
     let context = StageContext {
         spec,
         plan,
         upstream: outputs.clone(),
         reporter,
+        work_dir: work_dir.clone(),
     };
-    let summary = run_stage(kind, &context, pending.dir()).map_err(|source| RunError::Stage {
-        stage: kind,
-        source,
-    })?;
+    let summary = run_stage(kind, &context, pending.dir())
+        .map_err(|error| RunError::Stage { stage: kind, error })?;
     pending.commit(&stage.stored)?;
+    if work_dir.exists() {
+        fs_err::remove_dir_all(&work_dir)?;
+    }
     Ok(("computed", summary))
 }
 

@@ -10,8 +10,14 @@ pub enum StageKind {
     Split,
     /// Per-channel mean and standard deviation of the training images.
     Stats,
-    /// Decode and resize every image once into packed uint8 arrays.
+    /// Decode and resize every image once into packed uint8 arrays; augmentation preview.
     Augment,
+    /// Train the model; history, metrics and exported weights.
+    Train,
+    /// Scores, per-class report, confusion matrix and misclassified images of the weights.
+    Evaluate,
+    /// Loss, accuracy and learning-rate curves.
+    Plot,
 }
 
 impl StageKind {
@@ -21,6 +27,9 @@ impl StageKind {
             Self::Split => "split",
             Self::Stats => "stats",
             Self::Augment => "augment",
+            Self::Train => "train",
+            Self::Evaluate => "evaluate",
+            Self::Plot => "plot",
         }
     }
 
@@ -28,7 +37,12 @@ impl StageKind {
     /// cache entries are not reused.
     pub fn format_version(self) -> u32 {
         match self {
-            Self::Split | Self::Stats | Self::Augment => 1,
+            Self::Split
+            | Self::Stats
+            | Self::Augment
+            | Self::Train
+            | Self::Evaluate
+            | Self::Plot => 1,
         }
     }
 

@@ -8,7 +8,9 @@
 //! - [`curves`]: the per-epoch training history (`history.csv`) and the loss, accuracy and
 //!   learning-rate plots drawn from it.
 //! - [`confusion`]: the labelled confusion-matrix heat-map.
+//! - [`compare`]: several runs side by side (tables, overlaid curves, a sweep's summary plot).
 
+pub mod compare;
 pub mod confusion;
 pub mod curves;
 mod error;

@@ -4,7 +4,8 @@
 //! 1. built-in defaults (the `#[serde(default)]`s of [`super::types`]),
 //! 2. the YAML file,
 //! 3. `VILAB_*` environment variables, `__` for nesting (`VILAB_TRAIN__EPOCHS=3`),
-//! 4. `--set path=value` arguments, in order (value parsed as a YAML scalar or flow list).
+//! 4. `--set path=value` arguments, in order (value parsed as a YAML scalar or flow list),
+//! 5. for one trial of a sweep, the trial's overrides ([`super::sweep`]).
 //!
 //! The merged document is checked against the JSON Schema, collecting *every* problem with the
 //! origin of the offending value, then checked for what a schema cannot say (folders exist,
@@ -24,7 +25,10 @@ use serde_json::Value;
 use super::positions::{PositionMap, SyntaxError, TopLevel};
 use super::problems::{Origin, Problem, Problems, suggest};
 use super::schema::{enum_values, experiment_schema, node_at, property_names, variant_tags};
-use super::types::{ExperimentSpec, MixupConfig, Schedule, Transform};
+use super::sweep::{Trial, apply_override};
+use super::types::{
+    BackendKind, ExperimentSpec, MixupConfig, ModelSpec, Schedule, SweepSpec, TrainSpec, Transform,
+};
 
 /// Fields holding file system paths. In the file they are relative to the file's folder; from
 /// `--set` or the environment, relative to the current directory.
@@ -83,8 +87,25 @@ struct Override {
     origin: Origin,
 }
 
-/// Loads, layers and validates an experiment file.
+/// Loads, layers and validates an experiment file. A spec with a `sweep` section is checked
+/// with every trial's overrides applied as well, so a bad sweep value is reported up front, at
+/// its line.
 pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
+    load_layers(file, sets, None)
+}
+
+/// Loads one trial of the file's sweep: its overrides are the highest layer (above `--set`),
+/// and the result has no `sweep` section, so it hashes and runs like a plain experiment.
+/// Paths among the overrides are relative to the file, as everything written in it.
+pub fn load_trial(file: &Path, sets: &[String], trial: &Trial) -> Result<LoadedSpec, LoadError> {
+    load_layers(file, sets, Some(trial))
+}
+
+fn load_layers(
+    file: &Path,
+    sets: &[String],
+    trial: Option<&Trial>,
+) -> Result<LoadedSpec, LoadError> {
     // std rather than fs-err: `LoadError::Read` names the path once itself.
     let text = std::fs::read(file).map_err(|error| LoadError::Read {
         path: file.to_path_buf(),
@@ -136,17 +157,25 @@ pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
 
     let base_dir = absolute_parent(file);
     let mut problems = Vec::new();
-    let overrides = collect_overrides(sets, &mut problems);
+    let mut overrides = collect_overrides(sets, &mut problems);
+    if let Some(trial) = trial {
+        overrides.extend(trial_overrides(file, &positions, trial));
+    }
     let mut figment = Figment::from(Yaml::string(&text));
     for item in &overrides {
         figment = figment.merge(Serialized::default(&item.path, &item.value));
     }
-    let merged: Value = match figment.extract() {
+    let mut merged: Value = match figment.extract() {
         Ok(value) => value,
         Err(error) => {
             return Err(invalid(None, format!("cannot read YAML: {error}")));
         }
     };
+    if trial.is_some()
+        && let Value::Object(map) = &mut merged
+    {
+        map.remove("sweep");
+    }
 
     let context = Context {
         file,
@@ -159,9 +188,13 @@ pub fn load(file: &Path, sets: &[String]) -> Result<LoadedSpec, LoadError> {
         context.report_schema_error(&error, &mut problems);
     }
     context.check_semantics(&merged, &mut problems);
+    if problems.is_empty() {
+        context.check_trials(&merged, &mut problems);
+    }
     if !problems.is_empty() {
         context.sort(&mut problems);
-        problems.dedup();
+        let mut seen = std::collections::HashSet::new();
+        problems.retain(|problem| seen.insert(problem.to_string()));
         return Err(LoadError::Invalid(Problems(problems)));
     }
     let spec: ExperimentSpec = serde_json::from_value(merged)
@@ -266,6 +299,27 @@ fn collect_overrides(sets: &[String], problems: &mut Vec<Problem>) -> Vec<Overri
     overrides
 }
 
+/// A trial's overrides as the top layer; each one's origin is where its value is written in
+/// the sweep section.
+fn trial_overrides(file: &Path, positions: &PositionMap, trial: &Trial) -> Vec<Override> {
+    trial
+        .overrides
+        .iter()
+        .map(|(path, value)| Override {
+            path: path.clone(),
+            value: value.clone(),
+            origin: Origin::File {
+                file: file.to_path_buf(),
+                position: trial
+                    .sources
+                    .get(path)
+                    .and_then(|source| positions.get(source))
+                    .map(|found| found.value),
+            },
+        })
+        .collect()
+}
+
 /// Parses an override value as a YAML scalar or flow collection.
 fn parse_value(raw: &str) -> Result<Value, String> {
     serde_yaml::from_str::<Value>(raw)
@@ -319,6 +373,74 @@ fn unknown_value(field: &str, value: &Value, allowed: &[String]) -> String {
             allowed.join(", ")
         ),
     }
+}
+
+/// The paths a sweep section varies, with the field each is written at, read from the document
+/// itself so they are checked even when another part of the section is malformed.
+fn sweep_paths(section: &Value) -> Vec<(String, String)> {
+    let mut paths = Vec::new();
+    let mut add = |holder: String, keys: Option<&serde_json::Map<String, Value>>| {
+        for key in keys.into_iter().flat_map(|map| map.keys()) {
+            paths.push((key.clone(), format!("{holder}.{key}")));
+        }
+    };
+    add(
+        "sweep.grid".into(),
+        section.get("grid").and_then(Value::as_object),
+    );
+    for (index, entry) in section
+        .get("list")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        add(format!("sweep.list.{index}"), entry.as_object());
+    }
+    add(
+        "sweep.random.params".into(),
+        section.pointer("/random/params").and_then(Value::as_object),
+    );
+    paths
+}
+
+/// Whether a dotted path names a field of the experiment; the error names the first unknown
+/// segment and suggests the closest field. Paths into lists stop at the list (the sweep section
+/// reports those itself).
+fn check_sweep_path(path: &str) -> Result<(), String> {
+    let schema = experiment_schema();
+    let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+    for (index, segment) in segments.iter().enumerate() {
+        if segment.parse::<usize>().is_ok() {
+            return Ok(());
+        }
+        if node_at(schema, &segments[..=index]).is_some() {
+            continue;
+        }
+        let parent = node_at(schema, &segments[..index]);
+        let mut allowed = parent
+            .map(|node| property_names(schema, node))
+            .unwrap_or_default();
+        if allowed.is_empty() {
+            allowed = parent
+                .map(|node| variant_tags(schema, node))
+                .unwrap_or_default();
+        }
+        let what = if index + 1 == segments.len() {
+            "unknown field".to_owned()
+        } else {
+            format!("unknown field `{segment}`")
+        };
+        if allowed.is_empty() {
+            let holder = segments[..index].join(".");
+            return Err(format!("{what}; `{holder}` has no fields to vary"));
+        }
+        return Err(match suggest(segment, allowed.iter().map(String::as_str)) {
+            Some(close) => format!("{what}; did you mean `{close}`?"),
+            None => format!("{what}; expected one of: {}", allowed.join(", ")),
+        });
+    }
+    Ok(())
 }
 
 struct Context<'a> {
@@ -572,6 +694,18 @@ impl Context<'_> {
 
     /// What the schema cannot say: folders exist, options that go together.
     fn check_semantics(&self, merged: &Value, problems: &mut Vec<Problem>) {
+        if let Some(section) = merged.get("sweep").filter(|value| !value.is_null()) {
+            for (path, source) in sweep_paths(section) {
+                if let Err(message) = check_sweep_path(&path) {
+                    problems.push(self.problem(source, true, message));
+                }
+            }
+            if let Ok(sweep) = serde_json::from_value::<SweepSpec>(section.clone()) {
+                for (field, message) in sweep.validate() {
+                    problems.push(self.problem(field, true, message));
+                }
+            }
+        }
         for field in ["data.root", "data.val_root", "data.test_root"] {
             let Some(Value::String(text)) =
                 merged.pointer(&format!("/{}", field.replace('.', "/")))
@@ -619,6 +753,27 @@ impl Context<'_> {
         {
             problems.push(self.tail_problem("train.schedule", &tail));
         }
+        let backend = merged
+            .pointer("/backend")
+            .and_then(|value| serde_json::from_value::<BackendKind>(value.clone()).ok())
+            .unwrap_or_default();
+        if let Some(item) = merged.pointer("/train")
+            && let Ok(train) = serde_json::from_value::<TrainSpec>(item.clone())
+            && let Err(tail) = train.validate(backend)
+        {
+            problems.push(self.tail_problem("train", &tail));
+        }
+        if let Some(item) = merged.pointer("/model")
+            && let Ok(model) = serde_json::from_value::<ModelSpec>(item.clone())
+            && let Some(image_size) = merged
+                .pointer("/data/image_size")
+                .and_then(Value::as_u64)
+                .and_then(|size| u32::try_from(size).ok())
+            // The class count does not decide whether the model can be built; 2 stands in.
+            && let Err(tail) = model.vil_config(2, image_size)
+        {
+            problems.push(self.tail_problem("model", &tail));
+        }
         let mean = merged.pointer("/stats/mean").filter(|v| !v.is_null());
         let std = merged.pointer("/stats/std").filter(|v| !v.is_null());
         match (mean, std) {
@@ -644,6 +799,37 @@ impl Context<'_> {
                     ));
                 }
             }
+        }
+    }
+
+    /// Every trial of a valid sweep, checked like a spec of its own: its overrides applied to
+    /// the merged document, problems pointing at the sweep values that cause them.
+    fn check_trials(&self, merged: &Value, problems: &mut Vec<Problem>) {
+        let Some(section) = merged.get("sweep").filter(|value| !value.is_null()) else {
+            return;
+        };
+        let Ok(sweep) = serde_json::from_value::<SweepSpec>(section.clone()) else {
+            return;
+        };
+        let mut base = merged.clone();
+        if let Value::Object(map) = &mut base {
+            map.remove("sweep");
+        }
+        for trial in sweep.trials() {
+            let mut document = base.clone();
+            for (path, value) in &trial.overrides {
+                apply_override(&mut document, path, value.clone());
+            }
+            let mut overrides = self.overrides.to_vec();
+            overrides.extend(trial_overrides(self.file, self.positions, &trial));
+            let context = Context {
+                overrides: &overrides,
+                ..*self
+            };
+            for error in validator().iter_errors(&document) {
+                context.report_schema_error(&error, problems);
+            }
+            context.check_semantics(&document, problems);
         }
     }
 

@@ -5,11 +5,13 @@
 //! - [`positions`]: `FILE:LINE:COL` of every field, for error messages.
 //! - [`problems`]: one problem per line, with its origin and a suggestion where one fits.
 //! - [`schema`]: the draft-07 JSON Schema editors read.
+//! - [`sweep`]: sweep sections (grid, list, random) expanded into trials with stable ids.
 
 pub mod load;
 pub mod positions;
 pub mod problems;
 pub mod schema;
+pub mod sweep;
 pub mod types;
 
 pub use load::{LoadError, LoadedSpec, load};

@@ -127,6 +127,7 @@ enum Frame {
 #[derive(Default)]
 struct Recorder {
     stack: Vec<Frame>,
+    root_key_seen: bool,
     fields: HashMap<String, FieldPositions>,
     top_level: Option<TopLevel>,
 }
@@ -178,10 +179,20 @@ impl Recorder {
 
     /// A scalar in key position of a mapping: remember it as the pending key.
     fn take_key(&mut self, text: &str, position: Position) -> bool {
-        if let Some(Frame::Mapping { pending_key, .. }) = self.stack.last_mut()
+        if let Some(Frame::Mapping { pending_key, path }) = self.stack.last_mut()
             && pending_key.is_none()
         {
             *pending_key = Some((text.to_owned(), position));
+            // yaml-rust2 marks a block mapping's start after its first key; the document is
+            // better shown at that first key.
+            if path.is_empty()
+                && self.stack.len() == 1
+                && let Some(root) = self.fields.get_mut("")
+                && !self.root_key_seen
+            {
+                root.value = position;
+                self.root_key_seen = true;
+            }
             return true;
         }
         false

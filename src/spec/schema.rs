@@ -117,6 +117,13 @@ fn child<'a>(root: &'a Value, node: &'a Value, segment: &str) -> Option<&'a Valu
     {
         return Some(resolve(root, items));
     }
+    // Mappings with free keys (`sweep.grid`) describe every value with `additionalProperties`.
+    if let Some(values) = node
+        .get("additionalProperties")
+        .filter(|values| values.is_object())
+    {
+        return Some(resolve(root, values));
+    }
     // Tagged enums are `oneOf` object branches: the child is in whichever branch has it.
     ["oneOf", "anyOf"]
         .iter()

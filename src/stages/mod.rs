@@ -6,8 +6,11 @@
 //! stage returns `Ok`.
 
 pub mod augment;
+pub mod evaluate;
+pub mod plot;
 pub mod split;
 pub mod stats;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,9 @@ pub struct StageContext<'a> {
     pub upstream: BTreeMap<StageKind, PathBuf>,
     /// Progress display.
     pub reporter: &'a Reporter,
+    /// A folder outside the cache entry that survives a crash, for resumable state
+    /// (training checkpoints); removed once the entry is committed.
+    pub work_dir: PathBuf,
 }
 
 impl StageContext<'_> {
@@ -52,6 +58,9 @@ pub enum StageError {
     /// The inputs cannot give a result (e.g. a class without readable images).
     #[error("{0}")]
     Invalid(String),
+    /// Training failed or was interrupted.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
 }
 
 /// Runs one stage into `out`; returns a one-line summary for the progress display.
@@ -64,6 +73,9 @@ pub fn run_stage(
         StageKind::Split => split::run(context, out),
         StageKind::Stats => stats::run(context, out),
         StageKind::Augment => augment::run(context, out),
+        StageKind::Train => train::run(context, out),
+        StageKind::Evaluate => evaluate::run(context, out),
+        StageKind::Plot => plot::run(context, out),
     }
 }
 

@@ -239,13 +239,18 @@ impl Default for Workspace {
 /// A small, fast experiment on `data/` of a workspace. Training (when the pipeline has it) is
 /// kept to zero epochs so these tests stay about the data stages and stay fast.
 pub fn small_experiment(name: &str, image_size: u32) -> String {
+    // A tiny model at no more than 8×8 tokens whatever the image size, so the model stages
+    // stay quick: the smallest patch side that divides the image and gives ≤ 8 patches a side.
+    let patch = (1..=image_size)
+        .find(|patch| image_size.is_multiple_of(*patch) && image_size / patch <= 8)
+        .unwrap_or(image_size);
     format!(
         "# yaml-language-server: $schema=../schemas/experiment.schema.json\n\
          name: {name}\n\
          seed: 42\n\
          data:\n  root: data\n  image_size: {image_size}\n\
          split:\n  val_fraction: 0.3\n  seed: 42\n\
-         model:\n  name: vil_micro\n\
+         model:\n  name: vil_micro\n  dim: 16\n  depth: 2\n  patch_size: {patch}\n\
          train:\n  epochs: 0\n  batch_size: 16\n"
     )
 }

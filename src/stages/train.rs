@@ -1,0 +1,112 @@
+//! The `train` stage: reads the packed splits (`augment`), the normalisation statistics
+//! (`stats`) and the class names (`split`), builds the model from the spec, and runs the
+//! training loop of [`crate::train`] on the spec's backend.
+//!
+//! Output: `history.csv`, `metrics.json`, `best/`, `last/` and, with EMA on, `ema/` (each
+//! `model.safetensors` + `config.json`). Resumable checkpoints are written to the context's
+//! work folder, which lives outside the cache's `tmp/` and so survives a crash; a later run
+//! with the same key resumes from it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::split::SplitSummary;
+use super::stats::StatsFile;
+use super::{StageContext, StageError, read_json};
+use crate::data::pack::PackedSplit;
+use crate::pipeline::StageKind;
+use crate::spec::types::BackendKind;
+use crate::train::{TrainJob, TrainSummary, run_training};
+
+/// Runs the stage.
+pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
+    let spec = &context.spec.spec;
+    let summary: SplitSummary = read_json(&context.upstream(StageKind::Split)?.join("split.json"))?;
+    let stats: StatsFile = read_json(&context.upstream(StageKind::Stats)?.join("stats.json"))?;
+    let packs = context.upstream(StageKind::Augment)?;
+    let train = Arc::new(PackedSplit::open(packs, "train")?);
+    let val = Arc::new(PackedSplit::open(packs, "val")?);
+    let model = spec
+        .model
+        .vil_config(summary.classes.len(), spec.data.image_size)
+        .map_err(|tail| StageError::Invalid(format!("model.{tail}")))?;
+    let identity = context
+        .plan
+        .stage(StageKind::Train)
+        .map(|stage| stage.key().to_owned())
+        .unwrap_or_default();
+    let job = TrainJob {
+        model,
+        pretrained: spec
+            .model
+            .pretrained
+            .as_ref()
+            .map(|path| context.spec.resolve_path(path)),
+        spec: spec.train.clone(),
+        seed: spec.seed,
+        train,
+        val,
+        classes: summary.classes,
+        image_size: spec.data.image_size,
+        mean: stats.mean,
+        std: stats.std,
+        train_transforms: spec.augment.train.clone(),
+        val_transforms: spec.augment.val.clone(),
+        work_dir: context.work_dir.clone(),
+        out_dir: out.to_path_buf(),
+        identity,
+    };
+    let _graceful = crate::interrupt::graceful();
+    let result = match spec.backend {
+        BackendKind::Cpu => {
+            let devices = vec![crate::backend::cpu_device(); spec.train.devices.len()];
+            run_training::<crate::backend::CpuTrain>(&job, &devices, context.reporter)
+        }
+        BackendKind::Cuda => train_on_cuda(&job, context),
+    };
+    Ok(describe(&result?, &job))
+}
+
+#[cfg(feature = "cuda")]
+fn train_on_cuda(
+    job: &TrainJob,
+    context: &StageContext<'_>,
+) -> Result<TrainSummary, crate::train::TrainError> {
+    let devices: Vec<_> = job
+        .spec
+        .devices
+        .iter()
+        .map(|&ordinal| crate::backend::cuda_device(ordinal as usize))
+        .collect();
+    run_training::<crate::backend::CudaTrain>(job, &devices, context.reporter)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn train_on_cuda(
+    _job: &TrainJob,
+    _context: &StageContext<'_>,
+) -> Result<TrainSummary, crate::train::TrainError> {
+    Err(crate::train::TrainError::Invalid(
+        "backend: cuda needs a vilab built with `--features cuda`".to_owned(),
+    ))
+}
+
+fn describe(summary: &TrainSummary, job: &TrainJob) -> String {
+    let last = summary.history.last();
+    let final_part = last.map_or(String::new(), |row| {
+        let ema = row
+            .ema_val_acc1
+            .map_or(String::new(), |acc1| format!(", ema {acc1:.2}%"));
+        format!("; final val acc1 {:.2}%{ema}", row.val_acc1)
+    });
+    let resumed = summary.resumed_from.map_or(String::new(), |(epoch, step)| {
+        format!(" (resumed at epoch {epoch}, step {step})")
+    });
+    format!(
+        "{} epochs, best {} {:.2}% at epoch {}{final_part}{resumed}",
+        summary.history.len(),
+        job.spec.select.as_str(),
+        summary.best_value,
+        summary.best_epoch
+    )
+}

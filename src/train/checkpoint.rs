@@ -1,0 +1,403 @@
+//! Checkpoints on disk: the resumable training state, and the exported weights of the `best` and
+//! `last` checkpoints.
+//!
+//! # Resumable state
+//!
+//! ```text
+//! <work_dir>/                           outside the cache's tmp/ folder, so it survives a crash
+//!     ckpt-<global step, 12 digits>/    one complete checkpoint; the highest number wins
+//!         state.safetensors             f32 tensors: model.<path>, ema.<path>, best.<path>,
+//!                                       optimizer.first.<i>, optimizer.second.<i>
+//!         state.json                    counters, meters, loss scaler, best so far (floats as
+//!                                       exact decimal strings)
+//!         history.csv                   the finished epochs
+//!     .ckpt-<...>.<pid>.tmp/            being written; ignored and removed
+//! ```
+//!
+//! A checkpoint folder is written under a temporary name, its files synced, and renamed into
+//! place, so a `ckpt-*` folder is always complete; older ones are removed only after the new one
+//! exists. Everything a resumed run needs is in it: the RNG streams are all derived from
+//! (seed, epoch, step) rather than carried as state.
+//!
+//! The tensors use the safetensors layout (an 8-byte header length, a JSON header, raw
+//! little-endian data) written here directly, without metadata, so identical states give
+//! identical bytes.
+//!
+//! # Exported weights
+//!
+//! `best/` and `last/` hold `model.safetensors` with the official ViL parameter names and PyTorch
+//! layouts (readable by `model.pretrained` and by PyTorch), plus `config.json` saying how to
+//! rebuild and feed the model. They too carry only the `format: pt` metadata entry: burn-store's
+//! default metadata is a hash map whose order changes from process to process.
+
+use std::path::{Path, PathBuf};
+
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::data::transforms::Transform;
+use crate::model::{VilConfig, VisionLstm};
+
+/// A failure to read or write a checkpoint; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// File system failure.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The file is not what we wrote.
+    #[error("{path}: {message}", path = path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn format_error(path: &Path, message: impl Into<String>) -> CheckpointError {
+    CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Named f32 tensors on the host, in order.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// Writes `tensors` as a safetensors file (no metadata).
+pub fn write_tensors(path: &Path, tensors: &NamedTensors) -> Result<(), CheckpointError> {
+    let mut header = Map::new();
+    let mut offset = 0_usize;
+    for (name, shape, values) in tensors {
+        let end = offset + values.len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&Value::Object(header))
+        .map_err(|error| format_error(path, error.to_string()))?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    for (_, _, values) in tensors {
+        for value in values {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    let mut file = fs_err::File::create(path)?;
+    std::io::Write::write_all(&mut file, &bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads a file written by [`write_tensors`] (any safetensors file of F32 tensors).
+pub fn read_tensors(path: &Path) -> Result<NamedTensors, CheckpointError> {
+    let bytes = fs_err::read(path)?;
+    let header_len = bytes
+        .get(..8)
+        .and_then(|head| head.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| format_error(path, "truncated before the header"))?;
+    let header_end = usize::try_from(header_len)
+        .ok()
+        .and_then(|len| len.checked_add(8))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| format_error(path, "header longer than the file"))?;
+    let header: Map<String, Value> = serde_json::from_slice(&bytes[8..header_end])
+        .map_err(|error| format_error(path, format!("bad header: {error}")))?;
+    let data = &bytes[header_end..];
+    let mut tensors = Vec::new();
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| format_error(path, format!("tensor `{name}`: {what}"));
+        if info.get("dtype").and_then(Value::as_str) != Some("F32") {
+            return Err(bad("not F32"));
+        }
+        let shape: Vec<usize> = info
+            .get("shape")
+            .cloned()
+            .and_then(|shape| serde_json::from_value(shape).ok())
+            .ok_or_else(|| bad("bad shape"))?;
+        let [start, end]: [usize; 2] = info
+            .get("data_offsets")
+            .cloned()
+            .and_then(|offsets| serde_json::from_value(offsets).ok())
+            .ok_or_else(|| bad("bad data_offsets"))?;
+        let numel: usize = shape.iter().product();
+        if end < start || end > data.len() || end - start != numel * 4 {
+            return Err(bad("data_offsets do not match the shape or the file"));
+        }
+        let values = data[start..end]
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect();
+        tensors.push((name, shape, values));
+    }
+    Ok(tensors)
+}
+
+/// A 1-D tensor's values on the host, as f32.
+pub fn host_values<B: Backend>(tensor: Tensor<B, 1>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// A 1-D f32 tensor on `device`, whatever the device's default float type.
+pub fn device_tensor<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), (device, DType::F32))
+}
+
+/// The path of the newest complete checkpoint in `work_dir`, if any.
+pub fn latest_checkpoint(work_dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(work_dir).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with("ckpt-"))
+        })
+        .map(|entry| entry.path())
+        .filter(|path| path.join("state.json").is_file())
+        .max()
+}
+
+/// Writes a checkpoint folder for `global_step` atomically with `write`, then removes older
+/// checkpoints and leftovers of interrupted writes.
+pub fn write_checkpoint(
+    work_dir: &Path,
+    global_step: u64,
+    write: impl FnOnce(&Path) -> Result<(), CheckpointError>,
+) -> Result<PathBuf, CheckpointError> {
+    fs_err::create_dir_all(work_dir)?;
+    let name = format!("ckpt-{global_step:012}");
+    let tmp = work_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    if tmp.exists() {
+        fs_err::remove_dir_all(&tmp)?;
+    }
+    fs_err::create_dir_all(&tmp)?;
+    write(&tmp)?;
+    let target = work_dir.join(&name);
+    if target.exists() {
+        // The same step saved twice (an interrupt right after an epoch ended): same contents.
+        fs_err::remove_dir_all(&target)?;
+    }
+    fs_err::rename(&tmp, &target)?;
+    sync_dir(work_dir);
+    for entry in fs_err::read_dir(work_dir)?.filter_map(Result::ok) {
+        let path = entry.path();
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let stale_checkpoint = file_name.starts_with("ckpt-") && path != target;
+        let stale_tmp = file_name.starts_with(".ckpt-") && file_name.ends_with(".tmp");
+        if stale_checkpoint || stale_tmp {
+            fs_err::remove_dir_all(&path)?;
+        }
+    }
+    Ok(target)
+}
+
+/// Flushes a folder's entries (the rename above) where the platform allows it.
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// Writes `value` as pretty JSON with a trailing newline, synced.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CheckpointError> {
+    let mut text =
+        serde_json::to_vec_pretty(value).map_err(|error| format_error(path, error.to_string()))?;
+    text.push(b'\n');
+    let mut file = fs_err::File::create(path)?;
+    std::io::Write::write_all(&mut file, &text)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads JSON written by [`write_json`].
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
+    let text = fs_err::read(path)?;
+    serde_json::from_slice(&text).map_err(|error| format_error(path, error.to_string()))
+}
+
+/// How to rebuild and feed an exported model (`best/config.json`, `last/config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointConfig {
+    /// vilab's version.
+    pub vilab: String,
+    /// The model's hyper-parameters (class count and image size included).
+    pub model: VilConfig,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Side of the square input images.
+    pub image_size: u32,
+    /// Per-channel mean the inputs are normalised with.
+    pub mean: [f64; 3],
+    /// Per-channel standard deviation the inputs are normalised with.
+    pub std: [f64; 3],
+    /// The deterministic preparation of evaluation images (`augment.val`).
+    pub val_transforms: Vec<Transform>,
+    /// `raw` or `ema`: which weights the file holds (`train.select` decides).
+    pub weights: String,
+    /// The epoch (1-based) the weights are from; 0 for untrained weights.
+    pub epoch: u32,
+    /// Validation scores of these weights at that epoch (absent for untrained weights).
+    pub val: Option<ValScores>,
+}
+
+/// Validation scores of one set of weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValScores {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// ACC1 in percent.
+    pub acc1: f64,
+    /// ACC5 in percent.
+    pub acc5: f64,
+}
+
+/// Writes `model` as `<dir>/model.safetensors` (official names, PyTorch layouts) and `config`
+/// as `<dir>/config.json`, replacing `dir` atomically.
+pub fn export_checkpoint<B: Backend>(
+    dir: &Path,
+    model: &VisionLstm<B>,
+    config: &CheckpointConfig,
+) -> Result<(), CheckpointError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let name = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    if tmp.exists() {
+        fs_err::remove_dir_all(&tmp)?;
+    }
+    fs_err::create_dir_all(&tmp)?;
+    let weights = tmp.join("model.safetensors");
+    let mut store = SafetensorsStore::from_file(&weights)
+        .skip_enum_variants(true)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .clear_metadata()
+        .metadata("format", "pt")
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|error| format_error(&weights, error.to_string()))?;
+    write_json(&tmp.join("config.json"), config)?;
+    if dir.exists() {
+        fs_err::remove_dir_all(dir)?;
+    }
+    fs_err::rename(&tmp, dir)?;
+    Ok(())
+}
+
+/// `f64` fields that survive a JSON round trip bit for bit: written as Rust's shortest
+/// round-trip decimal string and parsed with the correctly rounded standard parser
+/// (serde_json's default float parser may be off by one unit in the last place).
+pub mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises `value` as a decimal string.
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    /// Parses a string written by [`serialize`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_round_trip_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.safetensors");
+        let tensors: NamedTensors = vec![
+            (
+                "model.a".into(),
+                vec![2, 2],
+                vec![1.0, -0.0, f32::MIN_POSITIVE, 3.5],
+            ),
+            ("optimizer.first.0".into(), vec![3], vec![0.1, 0.2, 1e-30]),
+            ("empty".into(), vec![0], vec![]),
+        ];
+        write_tensors(&path, &tensors).unwrap();
+        let read = read_tensors(&path).unwrap();
+        assert_eq!(read.len(), 3);
+        for ((name, shape, values), (read_name, read_shape, read_values)) in
+            tensors.iter().zip(&read)
+        {
+            assert_eq!((name, shape), (read_name, read_shape));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(values), bits(read_values));
+        }
+        let again = dir.path().join("again.safetensors");
+        write_tensors(&again, &read).unwrap();
+        assert_eq!(fs_err::read(&path).unwrap(), fs_err::read(&again).unwrap());
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.safetensors");
+        write_tensors(&path, &vec![("a".into(), vec![4], vec![1.0; 4])]).unwrap();
+        let bytes = fs_err::read(&path).unwrap();
+        fs_err::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let error = read_tensors(&path).unwrap_err().to_string();
+        assert!(error.contains("state.safetensors"), "{error}");
+    }
+
+    #[test]
+    fn the_newest_complete_checkpoint_wins_and_older_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let write = |step: u64| {
+            write_checkpoint(&work, step, |folder| {
+                write_json(&folder.join("state.json"), &step)
+            })
+            .unwrap()
+        };
+        write(7);
+        // A leftover of a killed writer is ignored and cleaned up.
+        fs_err::create_dir_all(work.join(".ckpt-000000000009.1.tmp")).unwrap();
+        let newest = write(12);
+        assert_eq!(latest_checkpoint(&work), Some(newest.clone()));
+        let names: Vec<String> = fs_err::read_dir(&work)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["ckpt-000000000012".to_owned()]);
+        let step: u64 = read_json(&newest.join("state.json")).unwrap();
+        assert_eq!(step, 12);
+    }
+
+    #[test]
+    fn exact_floats_survive_json() {
+        #[derive(Serialize, Deserialize)]
+        struct Holder(#[serde(with = "exact_f64")] f64);
+        for value in [0.1 + 0.2, 1e-300, 123_456.789_012_345_67, f64::INFINITY] {
+            let text = serde_json::to_string(&Holder(value)).unwrap();
+            let back: Holder = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.0.to_bits(), value.to_bits());
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The training fields of an experiment: problems a schema cannot see are reported by
+//! `vilab validate` with their dotted path, and a loss that blows up stops training with an
+//! error naming the epoch and step instead of training on NaN.
+
+mod common;
+
+use common::Workspace;
+
+const BASE: &str = "\
+name: spec_check
+data:
+  root: data
+  image_size: 28
+model:
+  name: vil_micro
+  dim: 16
+  depth: 2
+train:
+  epochs: 1
+  batch_size: 35
+";
+
+#[test]
+fn cross_field_problems_name_their_field() {
+    let workspace = Workspace::with_data1();
+    workspace.write("spec.yaml", BASE);
+    let cases = [
+        (
+            "train.select=ema_val_acc1",
+            "train.ema.enabled=false",
+            "train.select",
+            "needs ema.enabled: true",
+        ),
+        (
+            "train.precision=bf16",
+            "train.epochs=1",
+            "train.precision",
+            "needs backend: cuda",
+        ),
+        (
+            "train.devices=[0, 1, 0]",
+            "train.epochs=1",
+            "train.devices.2",
+            "listed twice",
+        ),
+        (
+            "model.patch_size=5",
+            "train.epochs=1",
+            "model.patch_size",
+            "must divide data.image_size 28",
+        ),
+        (
+            "train.clip_grad={norm: 0}",
+            "train.epochs=1",
+            "train.clip_grad.norm",
+            "must be > 0",
+        ),
+        (
+            "train.ema.decay=1.0",
+            "train.epochs=1",
+            "train.ema.decay",
+            "must be in [0, 1)",
+        ),
+    ];
+    for (first, second, field, message) in cases {
+        let output = workspace.vilab(&["validate", "spec.yaml", "--set", first, "--set", second]);
+        output.assert_no_panic();
+        assert_eq!(
+            output.code, 2,
+            "{first}: expected a validation error\n{}",
+            output.stderr
+        );
+        let line = output
+            .stderr
+            .lines()
+            .find(|line| line.contains(field))
+            .unwrap_or_else(|| panic!("{first}: no problem names {field}:\n{}", output.stderr));
+        assert!(line.contains(message), "{first}: {line}");
+    }
+    workspace
+        .vilab(&["validate", "spec.yaml"])
+        .assert_code(0)
+        .assert_no_panic();
+}
+
+#[test]
+fn a_diverging_loss_stops_with_the_epoch_and_step() {
+    let workspace = Workspace::with_data1();
+    workspace.write("spec.yaml", BASE);
+    let output = workspace.vilab(&[
+        "run",
+        "spec.yaml",
+        "--set",
+        "train.optimizer.lr=1e30",
+        "--set",
+        "train.ema.enabled=false",
+    ]);
+    output.assert_code(1).assert_no_panic();
+    assert!(
+        output.stderr.contains("at epoch 1, step "),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("train.optimizer.lr"),
+        "{}",
+        output.stderr
+    );
+}

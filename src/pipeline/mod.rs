@@ -5,11 +5,13 @@
 //! - [`plan`]: compiling a spec into ordered stages with keys; stage statuses.
 //! - [`cache`]: the content-addressed store, atomic commits and per-entry locks.
 //! - [`run`]: executing a plan and laying out run folders.
+//! - [`sweep`]: sweep folders, trial states, the local sweep runner, summaries.
 
 pub mod cache;
 pub mod fingerprint;
 pub mod plan;
 pub mod run;
 pub mod stage;
+pub mod sweep;
 
 pub use stage::StageKind;

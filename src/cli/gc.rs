@@ -1,0 +1,322 @@
+//! `vilab gc --out DIR [--dry-run]`: delete the cache entries no run folder references.
+//!
+//! A cache entry is kept when any run folder `<out>/<name>/<run-id>/` links to it or lists its
+//! key in `run.json` (sweep folders only link run folders, so their trials count through
+//! them). Everything else under `<out>/cache/<stage>-v<N>/` is garbage, as are leftovers under
+//! `tmp/` (entries whose writer died) and `work/` (resumable state of computations nobody is
+//! running — collecting them gives up resuming those trainings).
+//!
+//! What is deleted is chosen under the entry's lock: an entry, tmp or work folder whose lock a
+//! process holds (computing it, or a run using it — runs hold a shared lock on every entry they
+//! read until their run folder links it) is skipped and reported. Entries are moved into
+//! `tmp/` first, so a half-deleted entry never looks like a damaged one. Nothing outside
+//! `<out>/cache` is touched, and neither are `corrupt/` (quarantined entries, kept on purpose)
+//! nor the lock files. `--out` must be given explicitly: collecting the wrong folder's cache
+//! only costs recomputation, but it should never happen by default.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::bail;
+use clap::Args;
+
+use super::EXIT_OK;
+use crate::pipeline::cache::Cache;
+use crate::pipeline::run::RunRecord;
+
+/// Arguments of `vilab gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The output root whose cache to collect (required; no default, no environment).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: PathBuf,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Something gc may delete.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Garbage {
+    /// The folder.
+    path: PathBuf,
+    /// The lock guarding it (`<stage>-v<N>-<key>`).
+    lock: String,
+    /// `entry`, `tmp` or `work`.
+    kind: &'static str,
+}
+
+/// `path` with `.` and `..` resolved without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether `name` looks like a stage folder of the cache (`train-v1`).
+fn is_stage_folder(name: &str) -> bool {
+    name.rsplit_once("-v").is_some_and(|(stage, version)| {
+        !stage.is_empty()
+            && stage.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            && !version.is_empty()
+            && version.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// What the run folders under an output root reference.
+#[derive(Debug, Default)]
+struct References {
+    /// Entries linked from a run folder, as `(stage folder, key)`.
+    linked: BTreeSet<(String, String)>,
+    /// Keys listed in a `run.json` (matched under any format version).
+    keys: BTreeSet<String>,
+}
+
+/// Every cache entry a run folder references.
+fn referenced(out: &Path, cache_root: &Path) -> anyhow::Result<References> {
+    let mut references = References::default();
+    let cache_root = normalize(&std::path::absolute(cache_root)?);
+    for experiment in fs_err::read_dir(out)? {
+        let experiment = experiment?;
+        let path = experiment.path();
+        if experiment.file_name() == "cache" || !experiment.file_type()?.is_dir() {
+            continue;
+        }
+        for run in fs_err::read_dir(&path)? {
+            let run = run?;
+            // `latest` and trial links point at run folders listed here anyway.
+            if !run.file_type()?.is_dir() {
+                continue;
+            }
+            let run_dir = std::path::absolute(run.path())?;
+            for item in fs_err::read_dir(&run_dir)? {
+                let item = item?;
+                let Ok(target) = std::fs::read_link(item.path()) else {
+                    continue;
+                };
+                let target = normalize(&run_dir.join(target));
+                let Ok(inside) = target.strip_prefix(&cache_root) else {
+                    continue;
+                };
+                let parts: Vec<String> = inside
+                    .components()
+                    .map(|part| part.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                if let [stage, _, key] = parts.as_slice() {
+                    references.linked.insert((stage.clone(), key.clone()));
+                }
+            }
+            if let Ok(bytes) = std::fs::read(run_dir.join("run.json"))
+                && let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes)
+            {
+                references
+                    .keys
+                    .extend(record.stages.into_iter().map(|stage| stage.key));
+            }
+        }
+    }
+    Ok(references)
+}
+
+/// Everything under the cache that nobody references.
+fn garbage(out: &Path, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
+    let references = referenced(out, cache_root)?;
+    let mut found = Vec::new();
+    for stage in fs_err::read_dir(cache_root)? {
+        let stage = stage?;
+        let stage_name = stage.file_name().to_string_lossy().into_owned();
+        if !is_stage_folder(&stage_name) || !stage.file_type()?.is_dir() {
+            continue;
+        }
+        for prefix in fs_err::read_dir(stage.path())? {
+            let prefix = prefix?;
+            if !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs_err::read_dir(prefix.path())? {
+                let entry = entry?;
+                let key = entry.file_name().to_string_lossy().into_owned();
+                if references
+                    .linked
+                    .contains(&(stage_name.clone(), key.clone()))
+                    || references.keys.contains(&key)
+                {
+                    continue;
+                }
+                found.push(Garbage {
+                    path: entry.path(),
+                    lock: format!("{stage_name}-{key}"),
+                    kind: "entry",
+                });
+            }
+        }
+    }
+    for (folder, kind) in [("tmp", "tmp"), ("work", "work")] {
+        let Ok(items) = fs_err::read_dir(cache_root.join(folder)) else {
+            continue;
+        };
+        for item in items {
+            let item = item?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            // tmp/<stage>-v<N>-<key>.<pid>.<nanos> (or .gc<pid>.<n>: an entry gc was deleting),
+            // work/<stage>-v<N>-<key>; anything else is not ours to judge.
+            let lock = name.split('.').next().unwrap_or_default().to_owned();
+            let Some((stage, _)) = lock.rsplit_once('-') else {
+                continue;
+            };
+            if !is_stage_folder(stage) {
+                continue;
+            }
+            found.push(Garbage {
+                path: item.path(),
+                lock,
+                kind,
+            });
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Bytes of the files under `path` (links not followed).
+fn folder_bytes(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|item| item.metadata().ok())
+        .filter(|metadata| metadata.is_file())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Runs the verb.
+pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
+    let cache = Cache::new(&args.out);
+    let cache_root = cache.root().to_path_buf();
+    if !args.out.is_dir() {
+        bail!("{}: no such folder", args.out.display());
+    }
+    if !cache_root.is_dir() {
+        println!("{}: no cache; nothing to collect", cache_root.display());
+        return Ok(EXIT_OK);
+    }
+    let candidates = garbage(&args.out, &cache_root)?;
+    let (mut count, mut bytes, mut busy) = (0usize, 0u64, 0usize);
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for candidate in &candidates {
+        // A dry run creates nothing: with no lock file, nobody can hold the lock.
+        let free_without_locking = args.dry_run && !cache.lock_path(&candidate.lock).exists();
+        let lock = if free_without_locking {
+            None
+        } else {
+            Some(cache.try_lock_named(&candidate.lock)?)
+        };
+        if let Some(None) = lock {
+            println!(
+                "in use, kept: {}",
+                candidate
+                    .path
+                    .strip_prefix(&cache_root)
+                    .unwrap_or(&candidate.path)
+                    .display()
+            );
+            busy += 1;
+            continue;
+        }
+        if !candidate.path.exists() {
+            continue;
+        }
+        let size = folder_bytes(&candidate.path);
+        if !args.dry_run {
+            // Named after the lock, so a trash folder left by a crash is collected next time.
+            let trash = cache_root.join("tmp").join(format!(
+                "{}.gc{}.{count}",
+                candidate.lock,
+                std::process::id()
+            ));
+            fs_err::create_dir_all(cache_root.join("tmp"))?;
+            fs_err::rename(&candidate.path, &trash)?;
+            fs_err::remove_dir_all(&trash)?;
+        }
+        println!(
+            "{verb} {} {} ({})",
+            candidate.kind,
+            candidate
+                .path
+                .strip_prefix(&cache_root)
+                .unwrap_or(&candidate.path)
+                .display(),
+            human(size)
+        );
+        count += 1;
+        bytes += size;
+    }
+    let busy_note = if busy > 0 {
+        format!("; {busy} in use kept")
+    } else {
+        String::new()
+    };
+    if args.dry_run {
+        println!("would free {count} folder(s), {}{busy_note}", human(bytes));
+    } else {
+        println!("freed {count} folder(s), {}{busy_note}", human(bytes));
+    }
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalize_lexically() {
+        assert_eq!(
+            normalize(Path::new("/o/tiny/abc/../../cache/split-v1/ab/abcd")),
+            PathBuf::from("/o/cache/split-v1/ab/abcd")
+        );
+    }
+
+    #[test]
+    fn stage_folders_are_recognised() {
+        assert!(is_stage_folder("train-v1"));
+        assert!(is_stage_folder("split-v12"));
+        assert!(!is_stage_folder("locks"));
+        assert!(!is_stage_folder("tmp"));
+        assert!(!is_stage_folder("-v1"));
+        assert!(!is_stage_folder("train-v"));
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

@@ -1,0 +1,262 @@
+//! A sweep's summary: `summary.csv` and `summary.md` (one row per trial: its overrides, best
+//! validation ACC1/ACC5, EMA ACC1, final loss, epochs, wall time; best first by
+//! `evaluate.metric`) and `summary.png` (the metric against each varied parameter).
+//!
+//! Rows are read from the trials' run folders, so the summary always reflects what is on disk;
+//! trials without results (failed, pending, running) follow the finished ones in sweep order.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{Sweep, SweepError, SweepFile, SweepTrial, TrialState};
+use crate::report::compare::plots::{ParameterPoints, write_summary_plot};
+use crate::report::compare::{
+    MetricDefinition, RunMetrics, RunResults, format_value, ranking_metric,
+};
+use crate::spec::sweep::show_value;
+
+/// A metric column of the summary.
+struct Column {
+    /// Name in `summary.csv`.
+    name: &'static str,
+    /// Heading in `summary.md`.
+    heading: &'static str,
+    /// Digits after the point in `summary.md`.
+    decimals: usize,
+    value: fn(&RunMetrics) -> Option<f64>,
+}
+
+/// The metric columns, in order.
+const COLUMNS: &[Column] = &[
+    Column {
+        name: "best_val_acc1",
+        heading: "best val ACC1 %",
+        decimals: 2,
+        value: |metrics| metrics.best_val_acc1,
+    },
+    Column {
+        name: "best_val_acc5",
+        heading: "best val ACC5 %",
+        decimals: 2,
+        value: |metrics| metrics.best_val_acc5,
+    },
+    Column {
+        name: "ema_val_acc1",
+        heading: "EMA val ACC1 %",
+        decimals: 2,
+        value: |metrics| metrics.ema_val_acc1,
+    },
+    Column {
+        name: "final_train_loss",
+        heading: "final loss",
+        decimals: 4,
+        value: |metrics| metrics.final_train_loss,
+    },
+    Column {
+        name: "epochs",
+        heading: "epochs",
+        decimals: 0,
+        value: |metrics| Some(metrics.epochs as f64),
+    },
+];
+
+/// One trial's row.
+struct Row<'a> {
+    trial: &'a SweepTrial,
+    metrics: Option<RunMetrics>,
+}
+
+/// The ranking metric and a note when `evaluate.metric` names none vilab knows.
+fn ranking(sweep_file: &SweepFile) -> (&'static MetricDefinition, Option<String>) {
+    match ranking_metric(&sweep_file.metric) {
+        Some(metric) => (metric, None),
+        None => (
+            ranking_metric("val_acc1").unwrap_or(&crate::report::compare::METRICS[0]),
+            Some(format!(
+                "evaluate.metric `{}` is not a metric the summary knows; sorted by best val ACC1",
+                sweep_file.metric
+            )),
+        ),
+    }
+}
+
+/// Writes `summary.csv`, `summary.md` and (with at least one finished trial) `summary.png`.
+pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepError> {
+    let mut rows: Vec<Row<'_>> = sweep_file
+        .trials
+        .iter()
+        .map(|trial| Row {
+            trial,
+            metrics: trial
+                .run
+                .as_ref()
+                .filter(|_| trial.state == TrialState::Done)
+                .and_then(|run| RunResults::read(&sweep.dir.join(run), &trial.id).ok())
+                .map(|results| results.metrics()),
+        })
+        .collect();
+    let (metric, note) = ranking(sweep_file);
+    let key = |row: &Row<'_>| {
+        row.metrics
+            .as_ref()
+            .and_then(metric.value)
+            .filter(|value| value.is_finite())
+    };
+    // Stable: trials without a value keep their sweep order at the end.
+    rows.sort_by(|a, b| match (key(a), key(b)) {
+        (Some(x), Some(y)) if metric.higher_is_better => y.total_cmp(&x),
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    let varied = &sweep_file.varied;
+    let cell = |value: Option<&Value>| value.map(show_value).unwrap_or_default();
+
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let csv_error = |error: csv::Error| {
+        std::io::Error::other(format!(
+            "{}: {error}",
+            sweep.dir.join("summary.csv").display()
+        ))
+    };
+    let mut header = vec!["rank", "trial", "state"];
+    header.extend(varied.iter().map(String::as_str));
+    header.extend(COLUMNS.iter().map(|column| column.name));
+    header.extend(["seconds", "run", "error"]);
+    writer.write_record(&header).map_err(csv_error)?;
+    for (rank, row) in rows.iter().enumerate() {
+        let mut record = vec![
+            (rank + 1).to_string(),
+            row.trial.id.clone(),
+            row.trial.state.as_str().to_owned(),
+        ];
+        record.extend(
+            varied
+                .iter()
+                .map(|path| cell(row.trial.overrides.get(path))),
+        );
+        for column in COLUMNS {
+            record.push(
+                row.metrics
+                    .as_ref()
+                    .and_then(column.value)
+                    .map(|value| value.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        record.push(
+            row.trial
+                .seconds
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_default(),
+        );
+        record.push(row.trial.run.clone().unwrap_or_default());
+        record.push(row.trial.error.clone().unwrap_or_default());
+        writer.write_record(&record).map_err(csv_error)?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    super::write_atomic(&sweep.dir.join("summary.csv"), &bytes)?;
+
+    let counts = &sweep_file.counts;
+    let mut markdown = format!(
+        "# Sweep {} of {}\n\n{} trials: {} done, {} failed, {} running, {} pending. \
+         Sorted by {} ({} first).\n\n",
+        sweep_file.sweep_id,
+        sweep_file.name,
+        sweep_file.trials.len(),
+        counts.get("done").copied().unwrap_or(0),
+        counts.get("failed").copied().unwrap_or(0),
+        counts.get("running").copied().unwrap_or(0),
+        counts.get("pending").copied().unwrap_or(0),
+        metric.label,
+        if metric.higher_is_better {
+            "highest"
+        } else {
+            "lowest"
+        },
+    );
+    if let Some(note) = &note {
+        let _ = writeln!(markdown, "Note: {note}.\n");
+    }
+    let mut headings = vec!["trial".to_owned(), "state".to_owned()];
+    headings.extend(varied.iter().map(|path| format!("`{path}`")));
+    headings.extend(COLUMNS.iter().map(|column| column.heading.to_owned()));
+    headings.extend(["wall time".to_owned(), "run".to_owned()]);
+    let _ = writeln!(markdown, "| {} |", headings.join(" | "));
+    let _ = writeln!(markdown, "|{}", "---|".repeat(headings.len()));
+    for row in &rows {
+        let mut cells = vec![row.trial.id.clone(), row.trial.state.as_str().to_owned()];
+        cells.extend(
+            varied
+                .iter()
+                .map(|path| cell(row.trial.overrides.get(path))),
+        );
+        for column in COLUMNS {
+            cells.push(match &row.metrics {
+                Some(metrics) => format_value((column.value)(metrics), column.decimals),
+                None => String::new(),
+            });
+        }
+        cells.push(
+            row.trial
+                .seconds
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_default(),
+        );
+        cells.push(
+            row.trial
+                .run
+                .as_ref()
+                .map(|run| format!("[{}]({run})", run.trim_start_matches("../")))
+                .unwrap_or_default(),
+        );
+        let cells: Vec<String> = cells.iter().map(|cell| cell.replace('|', "\\|")).collect();
+        let _ = writeln!(markdown, "| {} |", cells.join(" | "));
+    }
+    let failed: Vec<&Row<'_>> = rows
+        .iter()
+        .filter(|row| row.trial.state == TrialState::Failed)
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(markdown, "\n## Failed trials\n");
+        for row in failed {
+            let _ = writeln!(
+                markdown,
+                "- `{}` ({}): {} — log: [trials/{}.log](trials/{}.log)",
+                row.trial.id,
+                crate::spec::sweep::describe_overrides(&row.trial.overrides),
+                row.trial.error.as_deref().unwrap_or("no error recorded"),
+                row.trial.id,
+                row.trial.id
+            );
+        }
+    }
+
+    let parameters: Vec<ParameterPoints> = varied
+        .iter()
+        .map(|path| ParameterPoints {
+            path: path.clone(),
+            points: rows
+                .iter()
+                .filter_map(|row| Some((row.trial.overrides.get(path)?.clone(), key(row)?)))
+                .collect(),
+        })
+        .collect();
+    if parameters
+        .iter()
+        .any(|parameter| !parameter.points.is_empty())
+    {
+        write_summary_plot(&parameters, metric.label, &sweep.dir.join("summary.png"))?;
+        let _ = writeln!(
+            markdown,
+            "\n![{} against each varied parameter](summary.png)",
+            metric.label
+        );
+    }
+    super::write_atomic(&sweep.dir.join("summary.md"), markdown.as_bytes())?;
+    Ok(())
+}

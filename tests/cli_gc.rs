@@ -1,0 +1,183 @@
+//! `vilab gc` through the real binary: entries no run folder references are deleted (after a
+//! dry run that deletes nothing), referenced ones are kept and still reused, entries and
+//! leftover folders whose lock a process holds are kept until it is released, nothing outside
+//! `<out>/cache` (nor `corrupt/`) is touched, and gc refuses to run without an explicit `--out`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+
+use common::{
+    Output, Workspace, cache_entry_exists, entry_names, read_run_json, run_vilab_with_env,
+    stage_runs, tree_state,
+};
+
+/// A tiny model trained for one epoch, so every stage has an entry.
+const EXPERIMENT: &str = "name: tiny\n\
+    seed: 42\n\
+    data:\n  root: data\n  image_size: 16\n\
+    model:\n  name: vil_micro\n  dim: 16\n  depth: 2\n\
+    train:\n  epochs: 1\n  batch_size: 50\n  workers: 0\n\
+    plot:\n  formats: [png]\n";
+
+fn vilab(workspace: &Workspace, args: &[&str], code: i32) -> Output {
+    let output = workspace.vilab(args);
+    output.assert_code(code).assert_no_panic();
+    output
+}
+
+/// Stage ⇒ key of a run folder.
+fn keys(run_dir: &Path) -> BTreeMap<String, String> {
+    stage_runs(&read_run_json(run_dir))
+        .into_iter()
+        .map(|run| (run.stage, run.key))
+        .collect()
+}
+
+/// The lock file of an entry: `<out>/cache/locks/<stage>-v<N>-<key>.lock`.
+fn lock_file(out: &Path, stage: &str, key: &str) -> File {
+    let folder = entry_names(&out.join("cache"))
+        .into_iter()
+        .find(|name| name.starts_with(&format!("{stage}-v")))
+        .expect("stage folder");
+    let path = out.join("cache/locks").join(format!("{folder}-{key}.lock"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+#[test]
+fn gc_deletes_orphaned_entries_and_keeps_referenced_ones() {
+    let workspace = Workspace::with_data1();
+    workspace.write("exp.yaml", EXPERIMENT);
+    let out = workspace.path().join("out");
+    let kept = vilab(&workspace, &["run", "exp.yaml", "--out", "out"], 0);
+    let kept_dir = workspace.path().join(kept.last_stdout_line());
+    let kept_keys = keys(&kept_dir);
+    let orphan = vilab(
+        &workspace,
+        &["run", "exp.yaml", "--out", "out", "--set", "split.seed=7"],
+        0,
+    );
+    let orphan_dir = workspace.path().join(orphan.last_stdout_line());
+    let orphan_keys = keys(&orphan_dir);
+    assert!(
+        orphan_keys
+            .values()
+            .all(|key| !kept_keys.values().any(|kept| kept == key)),
+        "a different split changes every key"
+    );
+    std::fs::remove_dir_all(&orphan_dir).expect("remove the second run folder");
+    std::fs::write(out.join("notes.txt"), "mine").expect("a file of the user's");
+    std::fs::create_dir_all(out.join("cache/corrupt/old")).expect("corrupt folder");
+    std::fs::write(out.join("cache/corrupt/old/x"), "evidence").expect("corrupt file");
+    let fake_key = "ab".repeat(32);
+    let leftover_tmp = out.join(format!("cache/tmp/split-v1-{fake_key}.1.2"));
+    let leftover_work = out.join(format!("cache/work/train-v1-{fake_key}"));
+    for folder in [&leftover_tmp, &leftover_work] {
+        std::fs::create_dir_all(folder).expect("leftover folder");
+        std::fs::write(folder.join("part"), vec![0u8; 1000]).expect("leftover file");
+    }
+
+    let before = tree_state(&out);
+    let dry = vilab(&workspace, &["gc", "--out", "out", "--dry-run"], 0);
+    assert_eq!(tree_state(&out), before, "--dry-run changed something");
+    assert_eq!(
+        dry.stdout.matches("would delete entry").count(),
+        orphan_keys.len(),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("would delete tmp") && dry.stdout.contains("would delete work"));
+    assert!(
+        dry.stdout
+            .contains(&format!("would free {} folder(s)", orphan_keys.len() + 2))
+    );
+
+    // A process using one orphan (a shared lock, as runs hold) keeps it.
+    let busy_key = &orphan_keys["train"];
+    let busy = lock_file(&out, "train", busy_key);
+    busy.lock_shared().expect("shared lock");
+    let kept_run_state = tree_state(&kept_dir);
+    let collected = vilab(&workspace, &["gc", "--out", "out"], 0);
+    assert!(
+        collected.stdout.contains("in use, kept: train-v"),
+        "{}",
+        collected.stdout
+    );
+    for (stage, key) in &orphan_keys {
+        assert_eq!(
+            cache_entry_exists(&out, stage, key),
+            key == busy_key,
+            "{stage} entry after gc"
+        );
+    }
+    for (stage, key) in &kept_keys {
+        assert!(
+            cache_entry_exists(&out, stage, key),
+            "referenced {stage} entry deleted"
+        );
+    }
+    assert!(!leftover_tmp.exists() && !leftover_work.exists());
+    assert_eq!(
+        tree_state(&kept_dir),
+        kept_run_state,
+        "gc touched a run folder"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert!(
+        out.join("cache/corrupt/old/x").is_file(),
+        "gc touched corrupt/"
+    );
+    assert!(
+        collected
+            .stdout
+            .contains(&format!("freed {} folder(s)", orphan_keys.len() + 1)),
+        "{}",
+        collected.stdout
+    );
+
+    drop(busy);
+    let again = vilab(&workspace, &["gc", "--out", "out"], 0);
+    assert!(
+        again.stdout.contains("freed 1 folder(s)"),
+        "{}",
+        again.stdout
+    );
+    assert!(!cache_entry_exists(&out, "train", busy_key));
+
+    // Nothing the kept run needs is gone: running it again reuses every stage.
+    vilab(&workspace, &["run", "exp.yaml", "--out", "out"], 0);
+    for stage in stage_runs(&read_run_json(&kept_dir)) {
+        assert_eq!(stage.state, "reused", "{} recomputed after gc", stage.stage);
+    }
+}
+
+#[test]
+fn gc_needs_an_explicit_out() {
+    let workspace = Workspace::new();
+    std::fs::create_dir_all(workspace.path().join("outputs/cache")).expect("cache");
+    let missing = run_vilab_with_env(workspace.path(), &["gc"], &[("VILAB_OUT", "outputs")]);
+    missing.assert_code(2).assert_no_panic();
+    assert!(missing.stderr.contains("--out"), "{}", missing.stderr);
+    let nowhere = vilab(&workspace, &["gc", "--out", "nowhere"], 1);
+    assert!(
+        nowhere.stderr.contains("nowhere: no such folder"),
+        "{}",
+        nowhere.stderr
+    );
+    let empty = vilab(&workspace, &["gc", "--out", "outputs"], 0);
+    assert!(
+        empty.stdout.contains("freed 0 folder(s)"),
+        "{}",
+        empty.stdout
+    );
+}

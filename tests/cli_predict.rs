@@ -376,9 +376,10 @@ fn a_folder_that_is_not_a_run_is_one_line_of_error_with_exit_code_2() {
     assert_eq!(export.stderr.lines().count(), 1, "{}", export.stderr);
     assert!(!workspace().join("nowhere").exists());
 
+    // Training keeps an EMA by default and exports it as `ema/`, so these weights exist.
     let ema = vilab(&["predict", RUN, "--weights", "ema", "data/Bag"]);
-    ema.assert_code(2);
-    insta::assert_snapshot!("no_ema_weights", ema.stderr);
+    ema.assert_code(0);
+    assert!(ema.stdout.lines().count() > 1, "{}", ema.stdout);
 }
 
 #[test]

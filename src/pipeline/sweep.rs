@@ -11,6 +11,7 @@
 //!     trials/<trial-id>.json       the trial's own record, written by whoever runs it
 //!     trials/<trial-id>.lock       held while a process runs the trial
 //!     trials/<trial-id>.log        output of the trial's process (sweep runner only)
+//!     .sweep.lock                  held while sweep.json and the summary are rebuilt
 //! <out>/<name>/<run-id>/           ordinary run folders, one per finished trial
 //! ```
 //!

@@ -157,10 +157,19 @@ def main():
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     model = VisionLstm(args.dim, args.depth, args.image_size, args.patch, args.classes).to(device)
     params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and n != "pos_embed"]
@@ -173,7 +182,7 @@ def main():
     targets = F.one_hot(torch.arange(args.batch, device=device) % args.classes, args.classes).float()
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             logits = step_model(images)
         loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -183,14 +192,14 @@ def main():
 
     for _ in range(args.warmup_steps):
         step()
-    torch.cuda.synchronize()
+    synchronize()
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
-    torch.cuda.synchronize()
+    synchronize()
     seconds = time.perf_counter() - start
     print(
-        f"pytorch {args.precision} 1 device(s): {args.batch * args.steps / seconds:.1f} img/s "
+        f"pytorch {device.type} {args.precision} 1 device(s): {args.batch * args.steps / seconds:.1f} img/s "
         f"({params} parameters)"
     )
 

@@ -12,6 +12,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::config::{ConvKind, VilConfig};
+use super::fused::kernel::{Convolution, CoreShape};
+use super::fused::{self, CoreInputs, Kernels};
 use super::init;
 use super::layers::{
     BlockDiagonalProjection, CausalConv1d, DepthwiseConv2d, VilLayerNorm, drop_path, silu,
@@ -98,6 +100,112 @@ impl<B: Backend> ViLLayer<B> {
     /// `[batch, tokens, dim]` → same; `grid` is the `[height, width]` of the patch grid the
     /// tokens were flattened from (row-major), used by the 2-D convolution.
     pub fn forward(&self, input: Tensor<B, 3>, grid: [usize; 2]) -> Tensor<B, 3> {
+        self.forward_with(input, grid, Kernels::from_environment())
+    }
+
+    /// [`Self::forward`] with an explicit choice of implementation for L2-L7.
+    pub fn forward_with(
+        &self,
+        input: Tensor<B, 3>,
+        grid: [usize; 2],
+        kernels: Kernels,
+    ) -> Tensor<B, 3> {
+        if kernels == Kernels::Fused && fused::available::<B>() {
+            return self.forward_fused(input, grid);
+        }
+        self.forward_generic(input, grid)
+    }
+
+    /// L1 and L8 as burn products around the fused core, which reads the rows in reverse for
+    /// a bottom-right layer instead of flipping them.
+    fn forward_fused(&self, input: Tensor<B, 3>, grid: [usize; 2]) -> Tensor<B, 3> {
+        let [batch, tokens, dim] = input.dims();
+        let [_, doubled] = self.proj_up.weight.dims();
+        let inner = doubled / 2;
+        let up = self
+            .proj_up
+            .forward(input.reshape([batch * tokens, dim]))
+            .reshape([batch, tokens, doubled]);
+        let [blocks, block, _] = self.q_proj.weight.dims();
+        let flat = |tensor: Tensor<B, 1>| Some(tensor);
+        let (convolution, conv_weight, conv_bias) = match (&self.conv1d, &self.conv) {
+            (Some(conv), _) => {
+                let [_, _, kernel] = conv.conv.weight.dims();
+                (
+                    Convolution::Causal { kernel },
+                    conv.conv.weight.val().reshape([inner * kernel]),
+                    conv.conv.bias.val(),
+                )
+            }
+            (None, Some(conv)) => {
+                let [_, _, kernel, _] = conv.weight.dims();
+                let [height, width] = grid;
+                (
+                    Convolution::Grid {
+                        kernel,
+                        height,
+                        width,
+                    },
+                    conv.weight.val().reshape([inner * kernel * kernel]),
+                    conv.bias.val(),
+                )
+            }
+            // A layer without convolution is an identity tap of width one.
+            (None, None) => (
+                Convolution::Causal { kernel: 1 },
+                Tensor::ones([inner], &up.device()),
+                Tensor::zeros([inner], &up.device()),
+            ),
+        };
+        let shape = CoreShape {
+            batch,
+            tokens,
+            inner,
+            heads: self.mlstm_cell.num_heads(),
+            block,
+            convolution,
+            reverse: self.direction == Direction::FromBottomRight,
+        };
+        debug_assert_eq!(blocks * block, inner);
+        let matrix = |weight: &Param<Tensor<B, 3>>| weight.val().reshape([inner * block]);
+        let bias = |bias: &Option<Param<Tensor<B, 1>>>| bias.as_ref().map(|bias| bias.val());
+        let cell = &self.mlstm_cell;
+        let gate = |linear: &Linear<B>| {
+            let [input, heads] = linear.weight.dims();
+            linear.weight.val().reshape([input * heads])
+        };
+        let gate_bias = |linear: &Linear<B>| match &linear.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros(linear.weight.dims()[1..].to_vec(), &up.device()),
+        };
+        let inputs = CoreInputs {
+            parameters: [
+                flat(conv_weight),
+                flat(conv_bias),
+                flat(matrix(&self.q_proj.weight)),
+                flat(matrix(&self.k_proj.weight)),
+                flat(matrix(&self.v_proj.weight)),
+                bias(&self.q_proj.bias),
+                bias(&self.k_proj.bias),
+                bias(&self.v_proj.bias),
+                flat(gate(&cell.igate)),
+                flat(gate_bias(&cell.igate)),
+                flat(gate(&cell.fgate)),
+                flat(gate_bias(&cell.fgate)),
+                flat(cell.outnorm.weight.val()),
+                bias(&cell.outnorm.bias),
+                flat(self.learnable_skip.val()),
+            ],
+            up,
+        };
+        match fused::layer_core(shape, inputs) {
+            Ok(hidden) => self.proj_down.forward(hidden).reshape([batch, tokens, dim]),
+            Err(_) => unreachable!("the caller checked that the backend has the fused core"),
+        }
+    }
+
+    /// L1-L8 as a composition of burn operations, for every backend.
+    fn forward_generic(&self, input: Tensor<B, 3>, grid: [usize; 2]) -> Tensor<B, 3> {
         let [batch, tokens, dim] = input.dims();
         let rows = batch * tokens;
         let input = match self.direction {

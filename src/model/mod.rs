@@ -5,6 +5,7 @@
 //! - `init`: the official initialisers
 //! - `layers`: ViL layer norms, block-diagonal projection, depthwise convolutions, DropPath
 //! - `mlstm`: the stabilised parallel mLSTM cell and its gates
+//! - `fused`: the layer core (L2-L7) as one hand-written CPU kernel with its own backward pass
 //! - `block`: the mLSTM layer and the (paired) pre-norm residual blocks
 //! - `embedding`: patch embedding, learned positional embedding, bicubic resize
 //! - `vil`: [`VisionLstm`], the classifier
@@ -13,6 +14,7 @@
 pub mod block;
 pub mod config;
 pub mod embedding;
+pub mod fused;
 mod init;
 pub mod layers;
 pub mod mlstm;
@@ -21,5 +23,6 @@ pub mod vil;
 
 pub use block::{Direction, ViLBlock, ViLBlockPair, ViLLayer};
 pub use config::{BlockLayout, ConvKind, PRESET_NAMES, ParamCount, Pooling, VilConfig, preset};
+pub use fused::Kernels;
 pub use pretrained::{LoadReport, PretrainedError, load_pretrained, save_official_safetensors};
 pub use vil::{BlockStack, VisionLstm};

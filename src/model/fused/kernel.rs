@@ -1,0 +1,1102 @@
+//! The core of one ViL layer (equations L2–L7 of VIL_SPEC: convolution, SiLU, block-diagonal
+//! q/k/v, gates, the stabilised parallel mLSTM, the per-head norm, the learnable skip and the
+//! output gate) as one forward and one hand-derived backward pass over plain `f32` slices.
+//!
+//! Written as burn ops, this part of the layer is ~60 small tensor operations forward and twice
+//! that backward, each a pass over memory with a fresh allocation, which on the ndarray backend
+//! costs far more than the arithmetic. Here every sample is one task (rayon over the batch), the
+//! four matrix products per head go to `matrixmultiply`, and everything else is a loop over data
+//! that is already in cache.
+//!
+//! The arithmetic follows the generic burn version in `mlstm.rs`/`layers.rs`/`block.rs` operation
+//! by operation (same stabiliser, same TwoSum rounding term, same capped SiLU, the gradient of
+//! `max` going to the first maximal element), so both agree to float rounding; the tests in
+//! `tests/model_fused.rs` hold them to that.
+//!
+//! Token order: a layer that reads the sequence from the bottom right flips it before and after
+//! (`block.rs`). Everything here works on the *logical* sequence and maps logical token `t` to
+//! row `S−1−t` when `reverse` is set, so no flipped copy is ever made.
+
+use rayon::prelude::*;
+
+/// ε of the per-head norm (the official `MultiHeadLayerNorm`).
+const NORM_EPSILON: f32 = 1e-5;
+/// ε added to the normaliser, M7.
+const NORMALISER_EPSILON: f32 = 1e-6;
+/// Lower bound of the stabiliser in `exp(−m)`, as in `mlstm.rs`.
+const STABILISER_FLOOR: f32 = -60.0;
+/// SiLU's exponent cap, as in `layers::silu`.
+const SILU_EXPONENT_CAP: f32 = 40.0;
+
+/// The convolution in front of q and k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Convolution {
+    /// Causal depthwise 1-D over the token axis (v1), `kernel` taps.
+    Causal { kernel: usize },
+    /// Depthwise 2-D over the row-major `height × width` patch grid, "same" padding (v2).
+    Grid {
+        kernel: usize,
+        height: usize,
+        width: usize,
+    },
+}
+
+impl Convolution {
+    /// Weights per channel.
+    pub fn taps(&self) -> usize {
+        match *self {
+            Self::Causal { kernel } => kernel,
+            Self::Grid { kernel, .. } => kernel * kernel,
+        }
+    }
+
+    /// Calls `visit(tap, source_token)` for every tap of output token `token` whose source lies
+    /// inside the sequence (the zero padding contributes nothing).
+    #[inline]
+    fn for_each_source(&self, token: usize, mut visit: impl FnMut(usize, usize)) {
+        match *self {
+            Self::Causal { kernel } => {
+                // Tap j reads the token kernel−1−j steps back.
+                for tap in 0..kernel {
+                    if let Some(source) = (token + tap).checked_sub(kernel - 1) {
+                        visit(tap, source);
+                    }
+                }
+            }
+            Self::Grid {
+                kernel,
+                height,
+                width,
+            } => {
+                let pad = kernel / 2;
+                let (row, column) = (token / width, token % width);
+                for tap_row in 0..kernel {
+                    let Some(source_row) = (row + tap_row).checked_sub(pad) else {
+                        continue;
+                    };
+                    if source_row >= height {
+                        continue;
+                    }
+                    for tap_column in 0..kernel {
+                        let Some(source_column) = (column + tap_column).checked_sub(pad) else {
+                            continue;
+                        };
+                        if source_column >= width {
+                            continue;
+                        }
+                        visit(
+                            tap_row * kernel + tap_column,
+                            source_row * width + source_column,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sizes of one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreShape {
+    pub batch: usize,
+    pub tokens: usize,
+    /// E, the inner width (twice the embedding width in ViL).
+    pub inner: usize,
+    pub heads: usize,
+    /// Width of the blocks of the block-diagonal q/k/v projections.
+    pub block: usize,
+    pub convolution: Convolution,
+    /// Read the sequence from its last row (a `FromBottomRight` layer).
+    pub reverse: bool,
+}
+
+impl CoreShape {
+    fn head_dim(&self) -> usize {
+        self.inner / self.heads
+    }
+
+    /// The row of `up`/the output that holds logical token `token`.
+    #[inline]
+    fn row(&self, token: usize) -> usize {
+        if self.reverse {
+            self.tokens - 1 - token
+        } else {
+            token
+        }
+    }
+}
+
+/// The layer's parameters inside the core, with the official layouts:
+/// convolution `[E, taps]`, block-diagonal `[E/block, out, in]`, gates `[3E, heads]` (rows: q, k,
+/// v) plus `[heads]`, norm and skip `[E]`.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreParams<'a> {
+    pub conv_weight: &'a [f32],
+    pub conv_bias: &'a [f32],
+    pub query_weight: &'a [f32],
+    pub key_weight: &'a [f32],
+    pub value_weight: &'a [f32],
+    pub query_bias: Option<&'a [f32]>,
+    pub key_bias: Option<&'a [f32]>,
+    pub value_bias: Option<&'a [f32]>,
+    pub input_gate_weight: &'a [f32],
+    pub input_gate_bias: &'a [f32],
+    pub forget_gate_weight: &'a [f32],
+    pub forget_gate_bias: &'a [f32],
+    pub norm_weight: &'a [f32],
+    pub norm_bias: Option<&'a [f32]>,
+    pub skip: &'a [f32],
+}
+
+/// Gradients of [`CoreParams`], same layouts; the optional biases are empty when absent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CoreGradients {
+    pub conv_weight: Vec<f32>,
+    pub conv_bias: Vec<f32>,
+    pub query_weight: Vec<f32>,
+    pub key_weight: Vec<f32>,
+    pub value_weight: Vec<f32>,
+    pub query_bias: Vec<f32>,
+    pub key_bias: Vec<f32>,
+    pub value_bias: Vec<f32>,
+    pub input_gate_weight: Vec<f32>,
+    pub input_gate_bias: Vec<f32>,
+    pub forget_gate_weight: Vec<f32>,
+    pub forget_gate_bias: Vec<f32>,
+    pub norm_weight: Vec<f32>,
+    pub norm_bias: Vec<f32>,
+    pub skip: Vec<f32>,
+}
+
+impl CoreGradients {
+    fn zeros(shape: &CoreShape, params: &CoreParams) -> Self {
+        let sized = |present: bool, length: usize| vec![0.0; if present { length } else { 0 }];
+        Self {
+            conv_weight: vec![0.0; params.conv_weight.len()],
+            conv_bias: vec![0.0; shape.inner],
+            query_weight: vec![0.0; params.query_weight.len()],
+            key_weight: vec![0.0; params.key_weight.len()],
+            value_weight: vec![0.0; params.value_weight.len()],
+            query_bias: sized(params.query_bias.is_some(), shape.inner),
+            key_bias: sized(params.key_bias.is_some(), shape.inner),
+            value_bias: sized(params.value_bias.is_some(), shape.inner),
+            input_gate_weight: vec![0.0; params.input_gate_weight.len()],
+            input_gate_bias: vec![0.0; shape.heads],
+            forget_gate_weight: vec![0.0; params.forget_gate_weight.len()],
+            forget_gate_bias: vec![0.0; shape.heads],
+            norm_weight: vec![0.0; shape.inner],
+            norm_bias: sized(params.norm_bias.is_some(), shape.inner),
+            skip: vec![0.0; shape.inner],
+        }
+    }
+
+    fn fields_mut(&mut self) -> [&mut Vec<f32>; 15] {
+        [
+            &mut self.conv_weight,
+            &mut self.conv_bias,
+            &mut self.query_weight,
+            &mut self.key_weight,
+            &mut self.value_weight,
+            &mut self.query_bias,
+            &mut self.key_bias,
+            &mut self.value_bias,
+            &mut self.input_gate_weight,
+            &mut self.input_gate_bias,
+            &mut self.forget_gate_weight,
+            &mut self.forget_gate_bias,
+            &mut self.norm_weight,
+            &mut self.norm_bias,
+            &mut self.skip,
+        ]
+    }
+
+    fn add(mut self, mut other: Self) -> Self {
+        for (mine, theirs) in self.fields_mut().into_iter().zip(other.fields_mut()) {
+            for (value, addend) in mine.iter_mut().zip(theirs.iter()) {
+                *value += addend;
+            }
+        }
+        self
+    }
+}
+
+/// What the backward pass needs from the forward pass of one sample, in logical token order.
+#[derive(Clone, Debug)]
+pub struct SampleActivations {
+    /// Convolution output before the SiLU, `[S, E]`.
+    conv: Vec<f32>,
+    /// `[q ‖ k ‖ v]` per token, `[S, 3E]`.
+    qkv: Vec<f32>,
+    /// Gate pre-activations, `[S, 2H]`: input gates then forget gates.
+    gates: Vec<f32>,
+    /// Per head `[H, S]`: cumulative log forget gate F, its rounding error and the normaliser
+    /// n + ε. (The decay matrix and its row maxima are recomputed, which is cheaper than keeping
+    /// S² values per head.)
+    cumulative: Vec<f32>,
+    rounding: Vec<f32>,
+    normaliser: Vec<f32>,
+    /// Cell output before the per-head norm, `[S, E]`.
+    hidden: Vec<f32>,
+    /// Per token and head `[S, H]`: mean and 1/σ of the norm.
+    norm_mean: Vec<f32>,
+    norm_inverse_std: Vec<f32>,
+}
+
+/// The forward pass. `up` is the up-projection output `[B, S, 2E]` (the mLSTM branch, then the
+/// output gate z); returns the core output `[B, S, E]` (before the down-projection) and, when
+/// `keep` is set, what the backward pass needs.
+pub fn forward(
+    shape: &CoreShape,
+    params: &CoreParams,
+    up: &[f32],
+    keep: bool,
+) -> (Vec<f32>, Vec<SampleActivations>) {
+    let sample_size = shape.tokens * shape.inner;
+    assert_eq!(
+        up.len(),
+        shape.batch * 2 * sample_size,
+        "up has the wrong size"
+    );
+    let mut output = vec![0.0; shape.batch * sample_size];
+    let gate_weights = transposed_gate_weights(shape, params);
+    let activations: Vec<Option<SampleActivations>> = output
+        .par_chunks_mut(sample_size)
+        .enumerate()
+        .map(|(sample, output)| {
+            let up = &up[sample * 2 * sample_size..(sample + 1) * 2 * sample_size];
+            let activations = forward_sample(shape, params, &gate_weights, up, output);
+            keep.then_some(activations)
+        })
+        .collect();
+    (output, activations.into_iter().flatten().collect())
+}
+
+/// The backward pass: from the gradient of the core output `[B, S, E]`, the gradient of `up`
+/// `[B, S, 2E]` and of every parameter (summed over the batch).
+pub fn backward(
+    shape: &CoreShape,
+    params: &CoreParams,
+    up: &[f32],
+    activations: &[SampleActivations],
+    output_gradient: &[f32],
+) -> (Vec<f32>, CoreGradients) {
+    let sample_size = shape.tokens * shape.inner;
+    assert_eq!(
+        activations.len(),
+        shape.batch,
+        "one activation set per sample"
+    );
+    assert_eq!(output_gradient.len(), shape.batch * sample_size);
+    let mut up_gradient = vec![0.0; shape.batch * 2 * sample_size];
+    let gate_weights = transposed_gate_weights(shape, params);
+    let gradients = up_gradient
+        .par_chunks_mut(2 * sample_size)
+        .enumerate()
+        .fold(
+            || CoreGradients::zeros(shape, params),
+            |mut gradients, (sample, up_gradient)| {
+                let range = sample * 2 * sample_size..(sample + 1) * 2 * sample_size;
+                backward_sample(
+                    shape,
+                    params,
+                    &gate_weights,
+                    &up[range],
+                    &activations[sample],
+                    &output_gradient[sample * sample_size..(sample + 1) * sample_size],
+                    up_gradient,
+                    &mut gradients,
+                );
+                gradients
+            },
+        )
+        .reduce(|| CoreGradients::zeros(shape, params), CoreGradients::add);
+    (up_gradient, gradients)
+}
+
+/// `x / (1 + e^{min(−x, 40)})`, the capped SiLU of `layers::silu`.
+#[inline]
+fn silu(input: f32) -> f32 {
+    input / ((-input).min(SILU_EXPONENT_CAP).exp() + 1.0)
+}
+
+/// Derivative of [`silu`] as autodiff takes it through the capped formula.
+#[inline]
+fn silu_derivative(input: f32) -> f32 {
+    let exponential = (-input).min(SILU_EXPONENT_CAP).exp();
+    let denominator = exponential + 1.0;
+    let through_exponent = if -input < SILU_EXPONENT_CAP {
+        input * exponential / (denominator * denominator)
+    } else {
+        0.0
+    };
+    1.0 / denominator + through_exponent
+}
+
+/// Both gates' weights as `[2H, 3E]` rows (input gates, then forget gates), so that every gate
+/// pre-activation is one contiguous dot product.
+fn transposed_gate_weights(shape: &CoreShape, params: &CoreParams) -> Vec<f32> {
+    let heads = shape.heads;
+    let width = 3 * shape.inner;
+    let mut transposed = vec![0.0; 2 * heads * width];
+    for (gate, row) in transposed.chunks_exact_mut(width).enumerate() {
+        let (weight, head) = if gate < heads {
+            (params.input_gate_weight, gate)
+        } else {
+            (params.forget_gate_weight, gate - heads)
+        };
+        for (feature, value) in row.iter_mut().enumerate() {
+            *value = weight[feature * heads + head];
+        }
+    }
+    transposed
+}
+
+/// `Σ a_i b_i` with eight partial sums, so that the loop vectorises.
+#[inline]
+fn dot(left: &[f32], right: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let left_chunks = left.chunks_exact(8);
+    let right_chunks = right.chunks_exact(8);
+    let tail: f32 = left_chunks
+        .remainder()
+        .iter()
+        .zip(right_chunks.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in left_chunks.zip(right_chunks) {
+        for lane in 0..8 {
+            lanes[lane] += a[lane] * b[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `y += α·x`.
+#[inline]
+fn axpy(target: &mut [f32], alpha: f32, source: &[f32]) {
+    for (value, addend) in target.iter_mut().zip(source) {
+        *value += alpha * addend;
+    }
+}
+
+/// `log σ(x)` without overflow.
+#[inline]
+fn log_sigmoid(input: f32) -> f32 {
+    -((-input.abs()).exp().ln_1p()) + input.min(0.0)
+}
+
+/// `σ(x)`.
+#[inline]
+fn sigmoid(input: f32) -> f32 {
+    1.0 / (1.0 + (-input).exp())
+}
+
+/// `C = α·A·B + β·C` on strided row-major views (`matrixmultiply`'s sgemm).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    [rows, depth, columns]: [usize; 3],
+    alpha: f32,
+    (left, left_row_stride, left_column_stride): (&[f32], usize, usize),
+    (right, right_row_stride, right_column_stride): (&[f32], usize, usize),
+    beta: f32,
+    (output, output_row_stride, output_column_stride): (&mut [f32], usize, usize),
+) {
+    let last = |row_stride: usize, column_stride: usize, row_count: usize, column_count: usize| {
+        (row_count - 1) * row_stride + (column_count - 1) * column_stride
+    };
+    if rows == 0 || columns == 0 {
+        return;
+    }
+    assert!(depth == 0 || last(left_row_stride, left_column_stride, rows, depth) < left.len());
+    assert!(
+        depth == 0 || last(right_row_stride, right_column_stride, depth, columns) < right.len()
+    );
+    assert!(last(output_row_stride, output_column_stride, rows, columns) < output.len());
+    // SAFETY: the asserts above keep every index the product touches inside the three slices,
+    // and `output` is borrowed mutably, so it cannot alias the inputs.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            depth,
+            columns,
+            alpha,
+            left.as_ptr(),
+            left_row_stride as isize,
+            left_column_stride as isize,
+            right.as_ptr(),
+            right_row_stride as isize,
+            right_column_stride as isize,
+            beta,
+            output.as_mut_ptr(),
+            output_row_stride as isize,
+            output_column_stride as isize,
+        );
+    }
+}
+
+/// `output[t, blk·s + o] = Σ_d weight[blk, o, d] · input[t, blk·s + d] (+ bias)`, writing into the
+/// `width`-strided rows of `output` starting at column `offset`.
+fn block_diagonal(
+    shape: &CoreShape,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    input: (&[f32], usize, usize),
+    output: (&mut [f32], usize, usize),
+) {
+    let (input, input_stride, input_offset) = input;
+    let (output, output_stride, output_offset) = output;
+    let size = shape.block;
+    for token in 0..shape.tokens {
+        let source = &input[token * input_stride + input_offset..][..shape.inner];
+        let target = &mut output[token * output_stride + output_offset..][..shape.inner];
+        for (block, (target, source)) in target
+            .chunks_exact_mut(size)
+            .zip(source.chunks_exact(size))
+            .enumerate()
+        {
+            let matrix = &weight[block * size * size..(block + 1) * size * size];
+            for (row, value) in target.iter_mut().enumerate() {
+                let mut sum = 0.0;
+                for (weight, input) in matrix[row * size..(row + 1) * size].iter().zip(source) {
+                    sum += weight * input;
+                }
+                *value = sum + bias.map_or(0.0, |bias| bias[block * size + row]);
+            }
+        }
+    }
+}
+
+/// Backward of [`block_diagonal`]: accumulates the weight (and bias) gradient and adds the input
+/// gradient into `input_gradient` (`[S, E]`).
+fn block_diagonal_backward(
+    shape: &CoreShape,
+    weight: &[f32],
+    input: &[f32],
+    output_gradient: (&[f32], usize, usize),
+    weight_gradient: &mut [f32],
+    bias_gradient: &mut [f32],
+    input_gradient: &mut [f32],
+) {
+    let (output_gradient, stride, offset) = output_gradient;
+    let size = shape.block;
+    let inner = shape.inner;
+    for token in 0..shape.tokens {
+        let gradient = &output_gradient[token * stride + offset..][..inner];
+        let source = &input[token * inner..(token + 1) * inner];
+        let source_gradient = &mut input_gradient[token * inner..(token + 1) * inner];
+        if !bias_gradient.is_empty() {
+            for (bias, value) in bias_gradient.iter_mut().zip(gradient) {
+                *bias += value;
+            }
+        }
+        for block in 0..inner / size {
+            let columns = block * size..(block + 1) * size;
+            let matrix = &weight[block * size * size..(block + 1) * size * size];
+            let matrix_gradient =
+                &mut weight_gradient[block * size * size..(block + 1) * size * size];
+            for (row, &value) in gradient[columns.clone()].iter().enumerate() {
+                let weights = &matrix[row * size..(row + 1) * size];
+                let weight_gradients = &mut matrix_gradient[row * size..(row + 1) * size];
+                for (((weight_gradient, input_gradient), weight), input) in weight_gradients
+                    .iter_mut()
+                    .zip(&mut source_gradient[columns.clone()])
+                    .zip(weights)
+                    .zip(&source[columns.clone()])
+                {
+                    *weight_gradient += value * input;
+                    *input_gradient += weight * value;
+                }
+            }
+        }
+    }
+}
+
+/// Per-head scratch: the S×S log-decay / decay matrix and the S×S product matrix.
+struct HeadScratch {
+    decay: Vec<f32>,
+    product: Vec<f32>,
+}
+
+impl HeadScratch {
+    fn new(tokens: usize) -> Self {
+        Self {
+            decay: vec![0.0; tokens * tokens],
+            product: vec![0.0; tokens * tokens],
+        }
+    }
+}
+
+/// M1–M2 and the TwoSum rounding error of the cumulative sum, for head `head`.
+fn cumulative_forget(
+    shape: &CoreShape,
+    gates: &[f32],
+    head: usize,
+    cumulative: &mut [f32],
+    rounding: &mut [f32],
+) {
+    let gate_width = 2 * shape.heads;
+    let mut sum = 0.0f32;
+    let mut error_sum = 0.0f32;
+    for token in 0..shape.tokens {
+        let term = log_sigmoid(gates[token * gate_width + shape.heads + head]);
+        let previous = sum;
+        sum = previous + term;
+        let term_part = sum - previous;
+        let previous_part = sum - term_part;
+        error_sum += (previous - previous_part) + (term - term_part);
+        cumulative[token] = sum;
+        rounding[token] = error_sum;
+    }
+}
+
+/// M3–M4 into `decay` (lower triangle: `D'_ts = exp(log D_ts − m_t)`, zero above), writing
+/// m_t and the first `s` where it is reached (where the gradient of `max` goes).
+#[allow(clippy::too_many_arguments)]
+fn decay_matrix(
+    shape: &CoreShape,
+    gates: &[f32],
+    head: usize,
+    cumulative: &[f32],
+    rounding: &[f32],
+    row_max: &mut [f32],
+    row_argmax: &mut [u32],
+    decay: &mut [f32],
+) {
+    let tokens = shape.tokens;
+    let gate_width = 2 * shape.heads;
+    let shifted_gates: Vec<f32> = (0..tokens)
+        .map(|s| gates[s * gate_width + head] - rounding[s])
+        .collect();
+    for t in 0..tokens {
+        let row = &mut decay[t * tokens..(t + 1) * tokens];
+        let current = cumulative[t];
+        for ((value, &earlier), &gate) in row[..=t].iter_mut().zip(cumulative).zip(&shifted_gates) {
+            *value = (current - earlier) + gate;
+        }
+        let mut maximum = f32::NEG_INFINITY;
+        let mut argmax = 0;
+        for (s, &value) in row[..=t].iter().enumerate() {
+            if value > maximum {
+                maximum = value;
+                argmax = s;
+            }
+        }
+        for value in &mut row[..=t] {
+            *value = (*value - maximum).exp();
+        }
+        row[t + 1..].fill(0.0);
+        row_max[t] = maximum;
+        row_argmax[t] = argmax as u32;
+    }
+}
+
+fn forward_sample(
+    shape: &CoreShape,
+    params: &CoreParams,
+    gate_weights: &[f32],
+    up: &[f32],
+    output: &mut [f32],
+) -> SampleActivations {
+    let CoreShape {
+        tokens,
+        inner,
+        heads,
+        convolution,
+        ..
+    } = *shape;
+    let head_dim = shape.head_dim();
+    let taps = convolution.taps();
+    let branch = |token: usize| &up[shape.row(token) * 2 * inner..][..inner];
+
+    // L2: convolution (+ bias), then SiLU.
+    let mut conv = vec![0.0; tokens * inner];
+    for (token, row) in conv.chunks_exact_mut(inner).enumerate() {
+        row.copy_from_slice(params.conv_bias);
+        convolution.for_each_source(token, |tap, source| {
+            for ((value, input), channel) in row.iter_mut().zip(branch(source)).zip(0..) {
+                *value += params.conv_weight[channel * taps + tap] * input;
+            }
+        });
+    }
+    let activated: Vec<f32> = conv.iter().map(|&value| silu(value)).collect();
+
+    // L3: q and k from the activated convolution, v from the raw branch.
+    let mut branch_rows = vec![0.0; tokens * inner];
+    for (token, row) in branch_rows.chunks_exact_mut(inner).enumerate() {
+        row.copy_from_slice(branch(token));
+    }
+    let width = 3 * inner;
+    let mut qkv = vec![0.0; tokens * width];
+    block_diagonal(
+        shape,
+        params.query_weight,
+        params.query_bias,
+        (&activated, inner, 0),
+        (&mut qkv, width, 0),
+    );
+    block_diagonal(
+        shape,
+        params.key_weight,
+        params.key_bias,
+        (&activated, inner, 0),
+        (&mut qkv, width, inner),
+    );
+    block_diagonal(
+        shape,
+        params.value_weight,
+        params.value_bias,
+        (&branch_rows, inner, 0),
+        (&mut qkv, width, 2 * inner),
+    );
+
+    // L4: gate pre-activations [S, 2H] = [q‖k‖v] · [W_i ‖ W_f] + b, one dot product per gate.
+    let gate_width = 2 * heads;
+    let mut gates = vec![0.0; tokens * gate_width];
+    for (token, row) in gates.chunks_exact_mut(gate_width).enumerate() {
+        let features = &qkv[token * width..(token + 1) * width];
+        for (gate, value) in row.iter_mut().enumerate() {
+            let bias = if gate < heads {
+                params.input_gate_bias[gate]
+            } else {
+                params.forget_gate_bias[gate - heads]
+            };
+            *value = dot(features, &gate_weights[gate * width..(gate + 1) * width]) + bias;
+        }
+    }
+
+    // L5: the cell, head by head.
+    let mut cumulative = vec![0.0; heads * tokens];
+    let mut rounding = vec![0.0; heads * tokens];
+    let mut row_max = vec![0.0; heads * tokens];
+    let mut row_argmax = vec![0; heads * tokens];
+    let mut normaliser = vec![0.0; heads * tokens];
+    let mut hidden = vec![0.0; tokens * inner];
+    let mut scratch = HeadScratch::new(tokens);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    for head in 0..heads {
+        let span = head * tokens..(head + 1) * tokens;
+        cumulative_forget(
+            shape,
+            &gates,
+            head,
+            &mut cumulative[span.clone()],
+            &mut rounding[span.clone()],
+        );
+        decay_matrix(
+            shape,
+            &gates,
+            head,
+            &cumulative[span.clone()],
+            &rounding[span.clone()],
+            &mut row_max[span.clone()],
+            &mut row_argmax[span.clone()],
+            &mut scratch.decay,
+        );
+        let query = &qkv[head * head_dim..];
+        let key = &qkv[inner + head * head_dim..];
+        let value = &qkv[2 * inner + head * head_dim..];
+        // M5: C = (q·kᵀ/√DH) ⊙ D'.
+        gemm(
+            [tokens, head_dim, tokens],
+            scale,
+            (query, width, 1),
+            (key, 1, width),
+            0.0,
+            (&mut scratch.product, tokens, 1),
+        );
+        for (product, decay) in scratch.product.iter_mut().zip(&scratch.decay) {
+            *product *= decay;
+        }
+        // M6
+        for t in 0..tokens {
+            let sum: f32 = scratch.product[t * tokens..=t * tokens + t].iter().sum();
+            let stabiliser =
+                (row_max[span.start + t] + rounding[span.start + t]).max(STABILISER_FLOOR);
+            normaliser[span.start + t] = sum.abs().max((-stabiliser).exp()) + NORMALISER_EPSILON;
+        }
+        // M7: h = C·v / (n + ε).
+        let hidden_head = &mut hidden[head * head_dim..];
+        gemm(
+            [tokens, tokens, head_dim],
+            1.0,
+            (&scratch.product, tokens, 1),
+            (value, width, 1),
+            0.0,
+            (hidden_head, inner, 1),
+        );
+        for t in 0..tokens {
+            let divisor = normaliser[span.start + t];
+            for value in &mut hidden[t * inner + head * head_dim..][..head_dim] {
+                *value /= divisor;
+            }
+        }
+    }
+
+    // L6 and L7: per-head norm, learnable skip, output gate.
+    let mut norm_mean = vec![0.0; tokens * heads];
+    let mut norm_inverse_std = vec![0.0; tokens * heads];
+    for token in 0..tokens {
+        let gate = &up[shape.row(token) * 2 * inner + inner..][..inner];
+        let target = &mut output[shape.row(token) * inner..][..inner];
+        for head in 0..heads {
+            let columns = head * head_dim..(head + 1) * head_dim;
+            let values = &hidden[token * inner..][columns.clone()];
+            let mean = values.iter().sum::<f32>() / head_dim as f32;
+            let variance = values
+                .iter()
+                .map(|value| (value - mean) * (value - mean))
+                .sum::<f32>()
+                / head_dim as f32;
+            let inverse_std = 1.0 / (variance + NORM_EPSILON).sqrt();
+            norm_mean[token * heads + head] = mean;
+            norm_inverse_std[token * heads + head] = inverse_std;
+            for channel in columns {
+                let normalised = (hidden[token * inner + channel] - mean) * inverse_std;
+                let scaled = normalised * (params.norm_weight[channel] + 1.0)
+                    + params.norm_bias.map_or(0.0, |bias| bias[channel]);
+                let skipped = scaled + activated[token * inner + channel] * params.skip[channel];
+                target[channel] = skipped * silu(gate[channel]);
+            }
+        }
+    }
+
+    SampleActivations {
+        conv,
+        qkv,
+        gates,
+        cumulative,
+        rounding,
+        normaliser,
+        hidden,
+        norm_mean,
+        norm_inverse_std,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_sample(
+    shape: &CoreShape,
+    params: &CoreParams,
+    gate_weights: &[f32],
+    up: &[f32],
+    saved: &SampleActivations,
+    output_gradient: &[f32],
+    up_gradient: &mut [f32],
+    gradients: &mut CoreGradients,
+) {
+    let CoreShape {
+        tokens,
+        inner,
+        heads,
+        convolution,
+        ..
+    } = *shape;
+    let head_dim = shape.head_dim();
+    let taps = convolution.taps();
+    let width = 3 * inner;
+    let gate_width = 2 * heads;
+    let activated: Vec<f32> = saved.conv.iter().map(|&value| silu(value)).collect();
+
+    // L7 and L6 backward: output gate, skip, per-head norm.
+    let mut activated_gradient = vec![0.0; tokens * inner];
+    let mut hidden_gradient = vec![0.0; tokens * inner];
+    let mut normalised_gradient = vec![0.0; head_dim];
+    let mut normalised = vec![0.0; head_dim];
+    for token in 0..tokens {
+        let row = shape.row(token);
+        let gate = &up[row * 2 * inner + inner..][..inner];
+        let incoming = &output_gradient[row * inner..][..inner];
+        for head in 0..heads {
+            let mean = saved.norm_mean[token * heads + head];
+            let inverse_std = saved.norm_inverse_std[token * heads + head];
+            for offset in 0..head_dim {
+                let channel = head * head_dim + offset;
+                let index = token * inner + channel;
+                let normal = (saved.hidden[index] - mean) * inverse_std;
+                let scaled = normal * (params.norm_weight[channel] + 1.0)
+                    + params.norm_bias.map_or(0.0, |bias| bias[channel]);
+                let skipped = scaled + activated[index] * params.skip[channel];
+                let gradient = incoming[channel];
+                up_gradient[row * 2 * inner + inner + channel] =
+                    gradient * skipped * silu_derivative(gate[channel]);
+                let skipped_gradient = gradient * silu(gate[channel]);
+                gradients.skip[channel] += skipped_gradient * activated[index];
+                activated_gradient[index] = skipped_gradient * params.skip[channel];
+                gradients.norm_weight[channel] += skipped_gradient * normal;
+                if !gradients.norm_bias.is_empty() {
+                    gradients.norm_bias[channel] += skipped_gradient;
+                }
+                normalised[offset] = normal;
+                normalised_gradient[offset] =
+                    skipped_gradient * (params.norm_weight[channel] + 1.0);
+            }
+            let mean_gradient = normalised_gradient.iter().sum::<f32>() / head_dim as f32;
+            let mean_projection = normalised_gradient
+                .iter()
+                .zip(&normalised)
+                .map(|(gradient, normal)| gradient * normal)
+                .sum::<f32>()
+                / head_dim as f32;
+            for offset in 0..head_dim {
+                hidden_gradient[token * inner + head * head_dim + offset] = inverse_std
+                    * (normalised_gradient[offset]
+                        - mean_gradient
+                        - normalised[offset] * mean_projection);
+            }
+        }
+    }
+
+    // L5 backward, head by head, into the q/k/v gradient and the gate gradient.
+    let mut qkv_gradient = vec![0.0; tokens * width];
+    let mut gates_gradient = vec![0.0; tokens * gate_width];
+    let mut scratch = HeadScratch::new(tokens);
+    let mut combination_gradient = vec![0.0; tokens * tokens];
+    let mut scaled_gradient = vec![0.0; tokens * head_dim];
+    let mut cumulative_gradient = vec![0.0; tokens];
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    for head in 0..heads {
+        let span = head * tokens..(head + 1) * tokens;
+        let rounding = &saved.rounding[span.clone()];
+        let normaliser = &saved.normaliser[span.clone()];
+        let mut row_max = vec![0.0; tokens];
+        let mut row_argmax = vec![0; tokens];
+        decay_matrix(
+            shape,
+            &saved.gates,
+            head,
+            &saved.cumulative[span.clone()],
+            rounding,
+            &mut row_max,
+            &mut row_argmax,
+            &mut scratch.decay,
+        );
+        let query = &saved.qkv[head * head_dim..];
+        let key = &saved.qkv[inner + head * head_dim..];
+        let value = &saved.qkv[2 * inner + head * head_dim..];
+        // P = q·kᵀ/√DH (kept in `product`), C = P ⊙ D' rebuilt on the fly below.
+        gemm(
+            [tokens, head_dim, tokens],
+            scale,
+            (query, width, 1),
+            (key, 1, width),
+            0.0,
+            (&mut scratch.product, tokens, 1),
+        );
+        // M7: dY = dh / N and dN; M6: which side of the max the normaliser took.
+        let mut row_gradient = vec![0.0; tokens];
+        let mut max_gradient = vec![0.0; tokens];
+        for t in 0..tokens {
+            let hidden = &saved.hidden[t * inner + head * head_dim..][..head_dim];
+            let incoming = &hidden_gradient[t * inner + head * head_dim..][..head_dim];
+            let divisor = normaliser[t];
+            let normaliser_gradient =
+                -incoming.iter().zip(hidden).map(|(g, h)| g * h).sum::<f32>() / divisor;
+            for (scaled, gradient) in scaled_gradient[t * head_dim..(t + 1) * head_dim]
+                .iter_mut()
+                .zip(incoming)
+            {
+                *scaled = gradient / divisor;
+            }
+            let row_sum: f32 = (0..=t)
+                .map(|s| scratch.product[t * tokens + s] * scratch.decay[t * tokens + s])
+                .sum();
+            let stabiliser_input = row_max[t] + rounding[t];
+            let floor_value = (-stabiliser_input.max(STABILISER_FLOOR)).exp();
+            if row_sum.abs() >= floor_value {
+                row_gradient[t] = normaliser_gradient * sign(row_sum);
+            } else if stabiliser_input >= STABILISER_FLOOR {
+                max_gradient[t] = -floor_value * normaliser_gradient;
+            }
+        }
+        // dC = dY·vᵀ + dr (row-broadcast); only s ≤ t matters.
+        gemm(
+            [tokens, head_dim, tokens],
+            1.0,
+            (&scaled_gradient, head_dim, 1),
+            (value, 1, width),
+            0.0,
+            (&mut combination_gradient, tokens, 1),
+        );
+        for t in 0..tokens {
+            for s in 0..=t {
+                combination_gradient[t * tokens + s] += row_gradient[t];
+            }
+        }
+        // dv = Cᵀ·dY, with C = P ⊙ D' formed in `decay` (P is still needed below).
+        for t in 0..tokens {
+            for s in 0..=t {
+                let index = t * tokens + s;
+                let decay = scratch.decay[index];
+                let product = scratch.product[index];
+                let gradient = combination_gradient[index];
+                // dP = dC ⊙ D' goes to `combination_gradient`, dL = dC ⊙ P ⊙ D' to `product`,
+                // and C itself to `decay`.
+                scratch.decay[index] = product * decay;
+                combination_gradient[index] = gradient * decay;
+                scratch.product[index] = gradient * product * decay;
+            }
+            for s in t + 1..tokens {
+                let index = t * tokens + s;
+                scratch.decay[index] = 0.0;
+                combination_gradient[index] = 0.0;
+                scratch.product[index] = 0.0;
+            }
+        }
+        gemm(
+            [tokens, tokens, head_dim],
+            1.0,
+            (&scratch.decay, 1, tokens),
+            (&scaled_gradient, head_dim, 1),
+            0.0,
+            (&mut qkv_gradient[2 * inner + head * head_dim..], width, 1),
+        );
+        // dq = dP·k/√DH, dk = dPᵀ·q/√DH.
+        gemm(
+            [tokens, tokens, head_dim],
+            scale,
+            (&combination_gradient, tokens, 1),
+            (key, width, 1),
+            0.0,
+            (&mut qkv_gradient[head * head_dim..], width, 1),
+        );
+        gemm(
+            [tokens, tokens, head_dim],
+            scale,
+            (&combination_gradient, 1, tokens),
+            (query, width, 1),
+            0.0,
+            (&mut qkv_gradient[inner + head * head_dim..], width, 1),
+        );
+        // M4 backward: m_t = max_s L_ts gets −Σ_s dL_ts (through D') plus the stabiliser's share,
+        // and passes it to the first maximal element of the row.
+        let log_decay = &mut scratch.product;
+        for t in 0..tokens {
+            let row = &mut log_decay[t * tokens..(t + 1) * tokens];
+            let through_decay: f32 = row[..=t].iter().sum();
+            let total = max_gradient[t] - through_decay;
+            row[row_argmax[t] as usize] += total;
+        }
+        // M3, M2, M1 backward.
+        cumulative_gradient.fill(0.0);
+        for t in 0..tokens {
+            for s in 0..=t {
+                let gradient = log_decay[t * tokens + s];
+                cumulative_gradient[t] += gradient;
+                cumulative_gradient[s] -= gradient;
+                gates_gradient[s * gate_width + head] += gradient;
+            }
+        }
+        let mut suffix = 0.0;
+        for t in (0..tokens).rev() {
+            suffix += cumulative_gradient[t];
+            let forget = saved.gates[t * gate_width + heads + head];
+            gates_gradient[t * gate_width + heads + head] = suffix * sigmoid(-forget);
+        }
+    }
+
+    // L4 backward: gate weights, biases and the q/k/v gradient through the gates.
+    let mut gate_weights_gradient = vec![0.0; gate_width * width];
+    for token in 0..tokens {
+        let features = &saved.qkv[token * width..(token + 1) * width];
+        let features_gradient = &mut qkv_gradient[token * width..(token + 1) * width];
+        for gate in 0..gate_width {
+            let gradient = gates_gradient[token * gate_width + gate];
+            if gate < heads {
+                gradients.input_gate_bias[gate] += gradient;
+            } else {
+                gradients.forget_gate_bias[gate - heads] += gradient;
+            }
+            axpy(
+                features_gradient,
+                gradient,
+                &gate_weights[gate * width..(gate + 1) * width],
+            );
+            axpy(
+                &mut gate_weights_gradient[gate * width..(gate + 1) * width],
+                gradient,
+                features,
+            );
+        }
+    }
+    for (gate, row) in gate_weights_gradient.chunks_exact(width).enumerate() {
+        let (target, head) = if gate < heads {
+            (&mut gradients.input_gate_weight, gate)
+        } else {
+            (&mut gradients.forget_gate_weight, gate - heads)
+        };
+        for (feature, value) in row.iter().enumerate() {
+            target[feature * heads + head] += value;
+        }
+    }
+
+    // L3 backward.
+    let mut branch_rows = vec![0.0; tokens * inner];
+    for (token, row) in branch_rows.chunks_exact_mut(inner).enumerate() {
+        row.copy_from_slice(&up[shape.row(token) * 2 * inner..][..inner]);
+    }
+    let mut branch_gradient = vec![0.0; tokens * inner];
+    block_diagonal_backward(
+        shape,
+        params.query_weight,
+        &activated,
+        (&qkv_gradient, width, 0),
+        &mut gradients.query_weight,
+        &mut gradients.query_bias,
+        &mut activated_gradient,
+    );
+    block_diagonal_backward(
+        shape,
+        params.key_weight,
+        &activated,
+        (&qkv_gradient, width, inner),
+        &mut gradients.key_weight,
+        &mut gradients.key_bias,
+        &mut activated_gradient,
+    );
+    block_diagonal_backward(
+        shape,
+        params.value_weight,
+        &branch_rows,
+        (&qkv_gradient, width, 2 * inner),
+        &mut gradients.value_weight,
+        &mut gradients.value_bias,
+        &mut branch_gradient,
+    );
+
+    // L2 backward: SiLU, bias, taps.
+    for (token, row) in activated_gradient.chunks_exact(inner).enumerate() {
+        let conv = &saved.conv[token * inner..(token + 1) * inner];
+        let conv_gradient: Vec<f32> = row
+            .iter()
+            .zip(conv)
+            .map(|(gradient, &value)| gradient * silu_derivative(value))
+            .collect();
+        for (bias, gradient) in gradients.conv_bias.iter_mut().zip(&conv_gradient) {
+            *bias += gradient;
+        }
+        convolution.for_each_source(token, |tap, source| {
+            let input = &branch_rows[source * inner..(source + 1) * inner];
+            let input_gradient = &mut branch_gradient[source * inner..(source + 1) * inner];
+            for channel in 0..inner {
+                let gradient = conv_gradient[channel];
+                gradients.conv_weight[channel * taps + tap] += gradient * input[channel];
+                input_gradient[channel] += params.conv_weight[channel * taps + tap] * gradient;
+            }
+        });
+    }
+    for (token, row) in branch_gradient.chunks_exact(inner).enumerate() {
+        up_gradient[shape.row(token) * 2 * inner..][..inner].copy_from_slice(row);
+    }
+}
+
+/// `sign(x)` with `sign(0) = 0`, as the gradient of `abs` uses it.
+#[inline]
+fn sign(value: f32) -> f32 {
+    if value > 0.0 {
+        1.0
+    } else if value < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}

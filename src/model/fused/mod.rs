@@ -1,0 +1,340 @@
+//! The fused CPU path of the ViL layer: [`kernel`] does the arithmetic, this module hands it
+//! burn tensors and, for training, registers it as one autodiff operation whose backward pass is
+//! the kernel's hand-derived one.
+//!
+//! The model is generic over `B: Backend`, and Rust has no specialisation, so the fused path is
+//! chosen by comparing `TypeId`s: when `B` is the CPU backend (or it with autodiff), the
+//! primitives are downcast to their concrete types, which costs nothing at run time. Every other
+//! backend (CUDA) keeps the generic composition of burn ops, where fusion is the compiler's job.
+//!
+//! `VILAB_KERNELS=generic` in the environment switches the fused path off for the whole process
+//! (to compare speed or results); [`ViLLayer::forward_with`] picks a path for one call.
+
+pub mod kernel;
+
+use std::any::{Any, TypeId};
+use std::sync::{Arc, OnceLock};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ndarray::NdArrayTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+
+use self::kernel::{CoreGradients, CoreParams, CoreShape, SampleActivations};
+use crate::backend::{Cpu, CpuTrain};
+
+/// Which implementation of the layer core to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// The fused kernel where the backend has one, the generic ops elsewhere.
+    Fused,
+    /// Always the generic composition of burn ops.
+    Generic,
+}
+
+impl Kernels {
+    /// The process-wide choice: `VILAB_KERNELS=generic` selects [`Kernels::Generic`].
+    pub fn from_environment() -> Self {
+        static CHOICE: OnceLock<Kernels> = OnceLock::new();
+        *CHOICE.get_or_init(|| match std::env::var("VILAB_KERNELS") {
+            Ok(value) if value.eq_ignore_ascii_case("generic") => Kernels::Generic,
+            _ => Kernels::Fused,
+        })
+    }
+}
+
+/// Whether backend `B` has the fused kernel.
+pub fn available<B: Backend>() -> bool {
+    let id = TypeId::of::<B>();
+    id == TypeId::of::<Cpu>() || id == TypeId::of::<CpuTrain>()
+}
+
+/// The tensors of one layer that the core reads, as `B` tensors.
+pub struct CoreInputs<B: Backend> {
+    /// The up-projection output `[batch, tokens, 2E]`, rows in input (physical) order.
+    pub up: Tensor<B, 3>,
+    /// Parameters in the order of [`PARAMETER_NAMES`]; absent optional biases are `None`.
+    pub parameters: [Option<Tensor<B, 1>>; PARAMETER_COUNT],
+}
+
+/// Number of parameter slots of the core.
+pub const PARAMETER_COUNT: usize = 15;
+
+/// The parameter slots, in order (flattened to 1-D).
+pub const PARAMETER_NAMES: [&str; PARAMETER_COUNT] = [
+    "conv.weight",
+    "conv.bias",
+    "q_proj.weight",
+    "k_proj.weight",
+    "v_proj.weight",
+    "q_proj.bias",
+    "k_proj.bias",
+    "v_proj.bias",
+    "igate.weight",
+    "igate.bias",
+    "fgate.weight",
+    "fgate.bias",
+    "outnorm.weight",
+    "outnorm.bias",
+    "learnable_skip",
+];
+
+/// Runs the fused core if `B` has it: returns the core output `[batch·tokens, E]` in physical
+/// row order, or gives the inputs back for the generic path.
+pub fn layer_core<B: Backend>(
+    shape: CoreShape,
+    inputs: CoreInputs<B>,
+) -> Result<Tensor<B, 2>, CoreInputs<B>> {
+    let id = TypeId::of::<B>();
+    let rows = shape.batch * shape.tokens;
+    if id == TypeId::of::<Cpu>() {
+        let up = primitive::<B, NdArrayTensor, 3>(inputs.up);
+        let parameters = inputs
+            .parameters
+            .map(|parameter| parameter.map(primitive::<B, NdArrayTensor, 1>));
+        let output = inference(shape, &up, &parameters);
+        return Ok(from_primitive::<B, NdArrayTensor, 2>(
+            output,
+            [rows, shape.inner],
+        ));
+    }
+    if id == TypeId::of::<CpuTrain>() {
+        type Tracked = <CpuTrain as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+        let up = primitive::<B, Tracked, 3>(inputs.up);
+        let parameters = inputs
+            .parameters
+            .map(|parameter| parameter.map(primitive::<B, Tracked, 1>));
+        let output = training(shape, up, parameters);
+        return Ok(from_primitive::<B, Tracked, 2>(output, [rows, shape.inner]));
+    }
+    Err(inputs)
+}
+
+/// The concrete primitive of a `B` tensor, where the caller has checked that `B`'s primitive is
+/// `Concrete`.
+fn primitive<B: Backend, Concrete: 'static, const D: usize>(tensor: Tensor<B, D>) -> Concrete {
+    let boxed: Box<dyn Any> = Box::new(tensor.into_primitive().tensor());
+    match boxed.downcast::<Concrete>() {
+        Ok(concrete) => *concrete,
+        Err(_) => unreachable!("the backend type was checked by TypeId"),
+    }
+}
+
+fn from_primitive<B: Backend, Concrete: 'static, const D: usize>(
+    concrete: Concrete,
+    shape: [usize; D],
+) -> Tensor<B, D> {
+    let boxed: Box<dyn Any> = Box::new(concrete);
+    match boxed.downcast::<B::FloatTensorPrimitive>() {
+        Ok(primitive) => {
+            let tensor = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(*primitive));
+            debug_assert_eq!(tensor.dims(), shape);
+            tensor
+        }
+        Err(_) => unreachable!("the backend type was checked by TypeId"),
+    }
+}
+
+/// The values of an ndarray tensor in row-major order (no copy when it is contiguous).
+fn values(tensor: &NdArrayTensor) -> std::borrow::Cow<'_, [f32]> {
+    match tensor {
+        NdArrayTensor::F32(storage) => {
+            let view = storage.view();
+            match view.to_slice() {
+                Some(slice) => std::borrow::Cow::Borrowed(slice),
+                None => std::borrow::Cow::Owned(view.iter().copied().collect()),
+            }
+        }
+        other => unreachable!("the CPU backend is f32, got {:?}", other.dtype()),
+    }
+}
+
+fn ndarray_tensor(values: Vec<f32>, shape: Vec<usize>) -> NdArrayTensor {
+    NdArrayTensor::from_data(TensorData::new(values, shape))
+}
+
+use burn::tensor::TensorMetadata;
+
+/// Parameter values owned, so they can travel into the backward step.
+#[derive(Clone, Debug)]
+struct OwnedParameters {
+    values: [Option<Vec<f32>>; PARAMETER_COUNT],
+}
+
+impl OwnedParameters {
+    fn borrowed(&self) -> CoreParams<'_> {
+        let required = |index: usize| self.values[index].as_deref().unwrap_or(&[]);
+        let optional = |index: usize| self.values[index].as_deref();
+        CoreParams {
+            conv_weight: required(0),
+            conv_bias: required(1),
+            query_weight: required(2),
+            key_weight: required(3),
+            value_weight: required(4),
+            query_bias: optional(5),
+            key_bias: optional(6),
+            value_bias: optional(7),
+            input_gate_weight: required(8),
+            input_gate_bias: required(9),
+            forget_gate_weight: required(10),
+            forget_gate_bias: required(11),
+            norm_weight: required(12),
+            norm_bias: optional(13),
+            skip: required(14),
+        }
+    }
+}
+
+fn owned(parameters: &[Option<NdArrayTensor>; PARAMETER_COUNT]) -> OwnedParameters {
+    OwnedParameters {
+        values: std::array::from_fn(|index| {
+            parameters[index]
+                .as_ref()
+                .map(|tensor| values(tensor).into_owned())
+        }),
+    }
+}
+
+fn inference(
+    shape: CoreShape,
+    up: &NdArrayTensor,
+    parameters: &[Option<NdArrayTensor>; PARAMETER_COUNT],
+) -> NdArrayTensor {
+    let parameters = owned(parameters);
+    let (output, _) = kernel::forward(&shape, &parameters.borrowed(), &values(up), false);
+    ndarray_tensor(output, vec![shape.batch * shape.tokens, shape.inner])
+}
+
+/// What the backward step keeps from the forward pass.
+#[derive(Clone, Debug)]
+struct CoreState {
+    shape: CoreShape,
+    parameters: Arc<OwnedParameters>,
+    /// The up-projection output (an ndarray tensor shares its buffer when cloned).
+    up: NdArrayTensor,
+    activations: Arc<Vec<SampleActivations>>,
+}
+
+/// The autodiff step of the fused core: parents are `up` and the parameter slots.
+#[derive(Debug)]
+struct CoreBackward;
+
+const PARENT_COUNT: usize = PARAMETER_COUNT + 1;
+
+impl Backward<Cpu, PARENT_COUNT> for CoreBackward {
+    type State = CoreState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, PARENT_COUNT>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let state = ops.state;
+        let shape = state.shape;
+        let output_gradient = grads.consume::<Cpu>(&ops.node);
+        let (up_gradient, gradients) = kernel::backward(
+            &shape,
+            &state.parameters.borrowed(),
+            &values(&state.up),
+            &state.activations,
+            &values(&output_gradient),
+        );
+        let CoreGradients {
+            conv_weight,
+            conv_bias,
+            query_weight,
+            key_weight,
+            value_weight,
+            query_bias,
+            key_bias,
+            value_bias,
+            input_gate_weight,
+            input_gate_bias,
+            forget_gate_weight,
+            forget_gate_bias,
+            norm_weight,
+            norm_bias,
+            skip,
+        } = gradients;
+        let parameter_gradients = [
+            conv_weight,
+            conv_bias,
+            query_weight,
+            key_weight,
+            value_weight,
+            query_bias,
+            key_bias,
+            value_bias,
+            input_gate_weight,
+            input_gate_bias,
+            forget_gate_weight,
+            forget_gate_bias,
+            norm_weight,
+            norm_bias,
+            skip,
+        ];
+        let [up_parent, parameter_parents @ ..] = ops.parents;
+        if let Some(node) = up_parent {
+            let dims = vec![shape.batch, shape.tokens, 2 * shape.inner];
+            grads.register::<Cpu>(node.id, ndarray_tensor(up_gradient, dims));
+        }
+        for (parent, gradient) in parameter_parents.into_iter().zip(parameter_gradients) {
+            if let Some(node) = parent {
+                let length = gradient.len();
+                grads.register::<Cpu>(node.id, ndarray_tensor(gradient, vec![length]));
+            }
+        }
+    }
+}
+
+type TrackedTensor = <CpuTrain as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+fn training(
+    shape: CoreShape,
+    up: TrackedTensor,
+    parameters: [Option<TrackedTensor>; PARAMETER_COUNT],
+) -> TrackedTensor {
+    // Absent biases still need a graph node for the fixed-size parent list: an untracked
+    // constant, which receives no gradient.
+    let placeholder = || TrackedTensor::new(ndarray_tensor(Vec::new(), vec![0]));
+    let mut nodes = vec![up.node.clone()];
+    nodes.extend(parameters.iter().map(|parameter| match parameter {
+        Some(tensor) => tensor.node.clone(),
+        None => placeholder().node,
+    }));
+    let nodes: [_; PARENT_COUNT] = match nodes.try_into() {
+        Ok(nodes) => nodes,
+        Err(_) => unreachable!("one node per parent"),
+    };
+    let inner_parameters: [Option<NdArrayTensor>; PARAMETER_COUNT] =
+        parameters.map(|parameter| parameter.map(|tensor| tensor.primitive));
+    let owned_parameters = owned(&inner_parameters);
+    let up_values = values(&up.primitive);
+    let prepared = CoreBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful();
+    let rows = shape.batch * shape.tokens;
+    match prepared {
+        OpsKind::Tracked(prep) => {
+            let (output, activations) =
+                kernel::forward(&shape, &owned_parameters.borrowed(), &up_values, true);
+            let state = CoreState {
+                shape,
+                parameters: Arc::new(owned_parameters),
+                up: up.primitive.clone(),
+                activations: Arc::new(activations),
+            };
+            prep.finish(state, ndarray_tensor(output, vec![rows, shape.inner]))
+        }
+        OpsKind::UnTracked(prep) => {
+            let (output, _) =
+                kernel::forward(&shape, &owned_parameters.borrowed(), &up_values, false);
+            prep.finish(ndarray_tensor(output, vec![rows, shape.inner]))
+        }
+    }
+}

@@ -12,6 +12,8 @@
 # tracking by process group ids, no task binding), no accounting database. Its state, logs
 # and pid files live in $VILAB_SLURM_DIR (default: /tmp/vilab-slurm).
 set -euo pipefail
+# The daemons and runuser live in sbin folders, which not every PATH names.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 state_dir="${VILAB_SLURM_DIR:-/tmp/vilab-slurm}"
 config=/etc/slurm/slurm.conf
@@ -23,11 +25,16 @@ fail() {
   exit 1
 }
 
-# Whether the daemon of a pid file is alive (a stale file may name a recycled pid).
+# Whether the daemon of a pid file is alive: not a recycled pid, and not a zombie (a killed
+# daemon whose parent was gone stays one until init reaps it, which in a container may never
+# happen).
 alive() {
-  local pid_file=$1 name
+  local pid_file=$1 name pid
   name=$(basename "$pid_file" .pid)
-  [[ -s "$pid_file" ]] && [[ "$(cat "/proc/$(cat "$pid_file")/comm" 2>/dev/null)" == "$name" ]]
+  [[ -s "$pid_file" ]] || return 1
+  pid=$(cat "$pid_file")
+  [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]] \
+    && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
 }
 
 stop_daemon() {
@@ -133,7 +140,9 @@ if $config_changed; then
   stop_daemon slurmctld "$state_dir/slurmctld.pid"
 fi
 if ! alive "$state_dir/slurmctld.pid"; then
-  slurmctld || fail "slurmctld did not start; see $state_dir/slurmctld.log"
+  # A fresh queue (-c): jobs of daemons that were killed would otherwise come back as running
+  # and hold cores until Slurm gives up on them.
+  slurmctld -c || fail "slurmctld did not start; see $state_dir/slurmctld.log"
 fi
 if ! alive "$state_dir/slurmd.pid"; then
   slurmd || fail "slurmd did not start; see $state_dir/slurmd.log"

@@ -53,6 +53,16 @@ fn vilab(workspace: &Workspace, args: &[&str], code: i32) -> Output {
     output
 }
 
+/// Cancels what a test left queued in `out/` of its workspace, should it stop half-way, so
+/// that no held array outlives it.
+struct CancelOnDrop<'a>(&'a Workspace);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.vilab(&["cancel", "sweep.yaml", "--out", "out"]);
+    }
+}
+
 /// Why the tests that need a Slurm cluster cannot run here; `None` when a node is up.
 fn cluster_unavailable() -> Option<String> {
     let output = match Command::new("sinfo")
@@ -365,6 +375,7 @@ fn a_grid_runs_as_one_job_array_and_summarises_like_the_local_launcher() {
     }
     let workspace = Workspace::with_data1();
     workspace.write("sweep.yaml", sweep_spec("grid", 50, GRID));
+    let _cancel = CancelOnDrop(&workspace);
     let submitted = vilab(
         &workspace,
         &["run", "sweep.yaml", "--out", "out", "--launcher", "slurm"],
@@ -469,6 +480,7 @@ fn a_held_array_is_cancelled_and_a_failed_task_is_shown_and_retried() {
     }
     let workspace = Workspace::with_data1();
     workspace.write("sweep.yaml", sweep_spec("held", 50, FAILING_LIST));
+    let _cancel = CancelOnDrop(&workspace);
     let slurm_run = |extra: &[&str]| {
         let mut args = vec!["run", "sweep.yaml", "--out", "out", "--launcher", "slurm"];
         args.extend(extra);

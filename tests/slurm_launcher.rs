@@ -244,6 +244,25 @@ fn without_sbatch_the_launcher_fails_in_one_line_after_writing_a_runnable_batch_
         "error: --partition needs --launcher slurm"
     );
 
+    let local_only = vilab(
+        &workspace,
+        &[
+            "run",
+            "sweep.yaml",
+            "--out",
+            "out",
+            "--launcher",
+            "slurm",
+            "--jobs",
+            "2",
+        ],
+        2,
+    );
+    assert_eq!(
+        local_only.stderr.trim(),
+        "error: --jobs does not go with --launcher slurm (use --array-parallelism)"
+    );
+
     let empty_bin = workspace.path().join("empty-bin");
     std::fs::create_dir(&empty_bin).expect("an empty PATH folder");
     let mut command = workspace.command(&[

@@ -205,6 +205,9 @@ fn launcher_usage_error(args: &RunArgs) -> Option<u8> {
             "--trial runs one trial in this process; it does not go with --launcher slurm"
                 .to_owned(),
         ),
+        Launcher::Slurm if args.jobs > 1 => {
+            Some("--jobs does not go with --launcher slurm (use --array-parallelism)".to_owned())
+        }
         Launcher::Slurm if args.fail_fast => Some(
             "--fail-fast does not go with --launcher slurm (use `vilab cancel FILE`)".to_owned(),
         ),

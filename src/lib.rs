@@ -16,6 +16,7 @@
 //! - [`report`]: plots (curves, confusion heat-maps) with a bundled font.
 //! - [`data`]: image-folder scan, decoding, split, manifests, packing, statistics, IDX import.
 //! - [`train`]: the training recipe (schedules so far).
+//! - [`launcher`]: who starts a sweep's trials: here, or as a Slurm job array.
 //! - [`progress`]: progress bars and lines.
 //! - [`interrupt`]: Ctrl-C / SIGTERM: exit 130 at once, or gracefully inside training.
 
@@ -23,6 +24,7 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod interrupt;
+pub mod launcher;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 failure (or, for `status`, something is not cached), 2 usage or
 //! validation error, 130 interrupted.
 
+mod cancel;
 mod compare;
 mod data;
 mod export;
@@ -54,8 +55,10 @@ pub enum Command {
     /// Show the stage graph with each stage's key and state (cached, missing, stale).
     Plan(plan::PlanArgs),
     /// Like plan, as a check: exit 0 when every stage is cached, 1 otherwise (for a sweep:
-    /// done/failed/pending trials, exit 0 when all are done).
+    /// done/failed/pending trials and their Slurm tasks, exit 0 when all are done).
     Status(plan::PlanArgs),
+    /// Cancel the queued and running Slurm tasks of a sweep (`run --launcher slurm`).
+    Cancel(cancel::CancelArgs),
     /// Compare runs or sweeps: differing parameters, metric deltas, per-class F1, curves.
     Compare(compare::CompareArgs),
     /// Delete cache entries no run folder references (needs an explicit --out).
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::plan(&args),
         Command::Status(args) => plan::status(&args),
+        Command::Cancel(args) => cancel::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Gc(args) => gc::run(&args),
         Command::Schema(args) => schema::run(&args),

@@ -2,11 +2,16 @@
 //!
 //! On a spec with a `sweep` section both speak per trial: `status` counts done, failed,
 //! running and pending trials and gives each unfinished trial's first stale stage with its
-//! reason; `plan` lists every trial's stages.
+//! reason; `plan` lists every trial's stages. For a sweep submitted to Slurm, `status` adds
+//! each trial's array task with Slurm's state for it, and the task's log when it ended without
+//! finishing the trial.
+
+use std::collections::BTreeMap;
 
 use clap::Args;
 
 use super::{EXIT_FAILURE, EXIT_OK, ExperimentArgs, shown_path};
+use crate::launcher::queue::TaskStatus;
 use crate::pipeline::cache::Cache;
 use crate::pipeline::plan::{StageStatus, build_plan, stage_statuses};
 use crate::pipeline::run::previous_keys;
@@ -135,6 +140,23 @@ fn sweep_status(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<u8> {
         count(TrialState::Running),
         count(TrialState::Pending)
     );
+    let tasks = match crate::launcher::slurm::trial_tasks(&sweep) {
+        Ok(tasks) => tasks.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("warning: Slurm tasks not shown: {error}");
+            BTreeMap::new()
+        }
+    };
+    if !tasks.is_empty() {
+        let active = tasks
+            .values()
+            .filter(|view| view.status.as_ref().is_some_and(TaskStatus::is_active))
+            .count();
+        println!(
+            "slurm: {} trial(s) submitted — {active} task(s) queued or running",
+            tasks.len()
+        );
+    }
     for TrialRow {
         trial,
         planned,
@@ -149,6 +171,21 @@ fn sweep_status(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<u8> {
             }
             if let Some(error) = error {
                 line.push_str(&format!("; last attempt: {error}"));
+            }
+        }
+        if let Some(view) = tasks.get(&trial.id) {
+            let slurm_state = view
+                .status
+                .as_ref()
+                .map_or_else(|| "no longer listed".to_owned(), TaskStatus::describe);
+            line.push_str(&format!(" | slurm {} {slurm_state}", view.task));
+            let ended = view
+                .status
+                .as_ref()
+                .is_none_or(|status| !status.is_active());
+            // A task cancelled before it started has no log.
+            if *state != TrialState::Done && ended && view.log.exists() {
+                line.push_str(&format!(", log {}", shown_path(&view.log)));
             }
         }
         println!("{line}");

@@ -2,13 +2,16 @@
 //!
 //! On a spec with a `sweep` section it runs every trial that is not done, `--jobs` at a time,
 //! and prints the sweep folder; `--trial ID` runs one trial in this process (what the sweep
-//! runner starts for each trial, and what a cluster scheduler runs).
+//! runner starts for each trial, and what a cluster scheduler runs). With `--launcher slurm`
+//! the trials that are neither done nor queued are submitted as one Slurm job array instead
+//! (see [`crate::launcher::slurm`]), and the command returns once they are queued.
 
 use std::ffi::OsString;
 
 use clap::Args;
 
 use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ExperimentArgs, shown_path};
+use crate::launcher::slurm::{SlurmOptions, submit};
 use crate::pipeline::run::{RunOptions, RunOutcome, run_experiment};
 use crate::pipeline::sweep::runner::{SweepOptions, narrowed_devices, run_sweep};
 use crate::pipeline::sweep::{Sweep, run_trial};
@@ -35,10 +38,74 @@ pub struct RunArgs {
     /// together with CUDA_VISIBLE_DEVICES).
     #[arg(long, value_name = "N", hide = true, requires = "trial")]
     pub trial_devices: Option<usize>,
+    /// Where a sweep's trials run: here, or as one Slurm job array against the same --out on
+    /// a shared filesystem.
+    #[arg(long, value_enum, default_value_t = Launcher::Local)]
+    pub launcher: Launcher,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+/// Where the trials of a sweep run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Launcher {
+    /// Child processes on this machine, --jobs at a time.
+    Local,
+    /// One Slurm job array (sbatch); `vilab status` follows it, `vilab cancel` cancels it.
+    Slurm,
+}
+
+/// Settings of the Slurm job array.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Slurm (with --launcher slurm)")]
+pub struct SlurmArgs {
+    /// Partition to submit to (default: the cluster's default partition).
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+    /// GPUs for each trial (--gres=gpu:N); on CUDA the trial trains on all of them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gpus_per_trial: Option<u32>,
+    /// Wall-time limit of each trial's task.
+    #[arg(long, value_name = "HH:MM:SS")]
+    pub time: Option<String>,
+    /// At most K trials running at once (--array=...%K).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub array_parallelism: Option<u32>,
+    /// A further sbatch argument, e.g. --sbatch-arg=--mem=8G (repeatable).
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+}
+
+impl SlurmArgs {
+    /// The first Slurm flag given, for the error when the launcher is local.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            ("--partition", self.partition.is_some()),
+            ("--gpus-per-trial", self.gpus_per_trial.is_some()),
+            ("--time", self.time.is_some()),
+            ("--array-parallelism", self.array_parallelism.is_some()),
+            ("--sbatch-arg", !self.sbatch_args.is_empty()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+
+    fn options(&self) -> SlurmOptions {
+        SlurmOptions {
+            partition: self.partition.clone(),
+            gpus_per_trial: self.gpus_per_trial,
+            time: self.time.clone(),
+            array_parallelism: self.array_parallelism,
+            sbatch_args: self.sbatch_args.clone(),
+        }
+    }
 }
 
 /// Runs the verb; `verbosity` is the `-v` count, passed on to trial processes.
 pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result<u8> {
+    if let Some(code) = launcher_usage_error(args) {
+        return Ok(code);
+    }
     let spec = args.experiment.load()?;
     if spec.spec.backend == crate::spec::types::BackendKind::Cuda && !crate::backend::CUDA_AVAILABLE
     {
@@ -53,6 +120,14 @@ pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result
         plan: args.experiment.plan_options(),
     };
     if spec.spec.sweep.is_none() {
+        if args.launcher == Launcher::Slurm {
+            eprintln!(
+                "error: --launcher slurm: {} has no `sweep` section (submit a single run with \
+                 sbatch --wrap 'vilab run FILE')",
+                args.experiment.file.display()
+            );
+            return Ok(EXIT_USAGE);
+        }
         if args.trial.is_some() {
             eprintln!(
                 "error: --trial: {} has no `sweep` section",
@@ -71,6 +146,9 @@ pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result
         let outcome = run_trial(&sweep, &trial, &options, &extra, reporter)?;
         report_run(&outcome, reporter);
         return Ok(EXIT_OK);
+    }
+    if args.launcher == Launcher::Slurm {
+        return submit_to_slurm(args, &sweep, verbosity, reporter);
     }
     let sweep_options = SweepOptions {
         run: options,
@@ -114,6 +192,81 @@ pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result
     } else {
         EXIT_OK
     })
+}
+
+/// The usage errors of --launcher and the Slurm flags, printed; `None` when there are none.
+fn launcher_usage_error(args: &RunArgs) -> Option<u8> {
+    let message = match args.launcher {
+        Launcher::Local => args
+            .slurm
+            .first_given()
+            .map(|flag| format!("{flag} needs --launcher slurm")),
+        Launcher::Slurm if args.trial.is_some() => Some(
+            "--trial runs one trial in this process; it does not go with --launcher slurm"
+                .to_owned(),
+        ),
+        Launcher::Slurm if args.jobs > 1 => {
+            Some("--jobs does not go with --launcher slurm (use --array-parallelism)".to_owned())
+        }
+        Launcher::Slurm if args.fail_fast => Some(
+            "--fail-fast does not go with --launcher slurm (use `vilab cancel FILE`)".to_owned(),
+        ),
+        Launcher::Slurm => None,
+    }?;
+    eprintln!("error: {message}");
+    Some(EXIT_USAGE)
+}
+
+/// `--launcher slurm`: submits what is neither done nor queued, prints the sweep folder.
+fn submit_to_slurm(
+    args: &RunArgs,
+    sweep: &Sweep,
+    verbosity: u8,
+    reporter: &Reporter,
+) -> anyhow::Result<u8> {
+    let outcome = submit(
+        sweep,
+        &args.slurm.options(),
+        args.experiment.plan_options(),
+        &trial_command(args, verbosity)?,
+        reporter,
+    )?;
+    reporter.line(&format!(
+        "sweep {}: {} trial(s) in {}",
+        sweep.id,
+        sweep.trials.len(),
+        shown_path(&sweep.dir)
+    ));
+    match &outcome.job_id {
+        Some(job) => {
+            reporter.line(&format!(
+                "submitted job array {job}: {} task(s), script {}, logs {}",
+                outcome.submitted.len(),
+                outcome
+                    .script
+                    .as_deref()
+                    .map(shown_path)
+                    .unwrap_or_default(),
+                shown_path(&sweep.dir.join(format!("slurm-{job}_<task>.out")))
+            ));
+            for (index, id) in outcome.submitted.iter().enumerate() {
+                let overrides = sweep
+                    .trial(id)
+                    .map(|trial| trial.describe())
+                    .unwrap_or_default();
+                reporter.line(&format!("  {job}_{index}  {id}  {overrides}"));
+            }
+        }
+        None => reporter.line("nothing to submit"),
+    }
+    reporter.line(&format!(
+        "{} done already, {} queued or running, {} submitted now; follow with `vilab status`",
+        outcome.done.len(),
+        outcome.active.len(),
+        outcome.submitted.len()
+    ));
+    println!("{}", shown_path(&sweep.dir));
+    Ok(EXIT_OK)
 }
 
 fn report_run(outcome: &RunOutcome, reporter: &Reporter) {

@@ -12,8 +12,9 @@
 //!   and the earlier outputs untouched (every file already in `out/`, byte for byte), with no
 //!   cache entry committed without its manifest.
 //!
-//! Cases are rows of one table (`cases!` below), one test each so they run in parallel; data
-//! cases fail at the split stage, so none trains a model beyond the shared zero-epoch run.
+//! Cases are rows of three tables (`cases!` below), one test each so they run in parallel. Data
+//! cases fail at the split stage; the only training anywhere is zero-epoch runs (the earlier
+//! run, and the deeper model whose weights the foreign-weights cases swap in).
 
 mod common;
 

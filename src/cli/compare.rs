@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::EXIT_OK;
+use super::predict::{exit_code, usage};
 use crate::pipeline::sweep::{SweepFile, TrialState};
 use crate::report::compare::plots::write_compare_curves;
 use crate::report::compare::{RunResults, compare};
@@ -94,14 +95,22 @@ fn expand(argument: &Path) -> anyhow::Result<Vec<Named>> {
             label,
         }]);
     }
-    bail!(
-        "{}: not a run folder (no spec.yaml) or a sweep folder (no sweep.json)",
-        argument.display()
-    )
+    let what = if argument.is_dir() {
+        "not a run folder (no spec.yaml) or a sweep folder (no sweep.json)"
+    } else if argument.exists() {
+        "not a folder; expected a run folder or a sweep folder"
+    } else {
+        "no such folder; expected a run folder or a sweep folder"
+    };
+    Err(usage(format!("{}: {what}", argument.display())))
 }
 
-/// Runs the verb.
+/// Runs the verb; an argument that is no run or sweep folder exits 2, as in predict and export.
 pub fn run(args: &CompareArgs) -> anyhow::Result<u8> {
+    exit_code(compare_runs(args))
+}
+
+fn compare_runs(args: &CompareArgs) -> anyhow::Result<u8> {
     let mut named: Vec<Named> = Vec::new();
     let mut seen: Vec<PathBuf> = Vec::new();
     let mut baseline = None;

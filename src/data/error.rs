@@ -83,11 +83,21 @@ impl DataError {
 /// Maps an I/O error about `path` to [`DataError::Io`].
 ///
 /// `fs_err` wraps the operating-system error in a message that already names the path; the
-/// innermost error is used instead so the path is printed once.
+/// innermost error is used instead so the path is printed once. Where `fs_err` does not expose
+/// that error (its default features keep it inside its own message, ``failed to write to file
+/// `PATH`: REASON``), the part after the quoted path is kept.
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |error| DataError::Io {
-        path: path.to_path_buf(),
-        message: innermost_message(&error),
+    move |error| {
+        let message = innermost_message(&error);
+        let quoted = format!("`{}`: ", path.display());
+        let message = match message.find(&quoted) {
+            Some(at) => message[at + quoted.len()..].to_owned(),
+            None => message,
+        };
+        DataError::Io {
+            path: path.to_path_buf(),
+            message,
+        }
     }
 }
 
@@ -98,4 +108,27 @@ pub(crate) fn innermost_message(error: &(dyn std::error::Error + 'static)) -> St
         current = next;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_name_the_path_once() {
+        let path = Path::new("out/cache/tmp/train.u8");
+        let wrapped = std::io::Error::other(format!(
+            "failed to write to file `{}`: File too large (os error 27)",
+            path.display()
+        ));
+        assert_eq!(
+            io_error(path)(wrapped).to_string(),
+            "out/cache/tmp/train.u8: File too large (os error 27)"
+        );
+        let plain = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            io_error(path)(plain).to_string(),
+            "out/cache/tmp/train.u8: entity not found"
+        );
+    }
 }

@@ -122,12 +122,17 @@ fn load_layers(
             message,
         }]))
     };
-    let Ok(text) = String::from_utf8(text) else {
+    let Ok(mut text) = String::from_utf8(text) else {
         return Err(invalid(
             None,
             "not a text file (invalid UTF-8); expected a YAML experiment".into(),
         ));
     };
+    // Editors on Windows may start the file with a byte-order mark; the YAML reader behind
+    // figment would take it for the start of a second document.
+    if let Some(rest) = text.strip_prefix('\u{feff}') {
+        text = rest.to_owned();
+    }
     let positions = PositionMap::parse(&text).map_err(|SyntaxError { position, message }| {
         invalid(Some(position), format!("YAML syntax error: {message}"))
     })?;
@@ -156,7 +161,18 @@ fn load_layers(
     }
 
     let base_dir = absolute_parent(file);
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = positions
+        .duplicates()
+        .iter()
+        .map(|duplicate| Problem {
+            origin: file_origin(Some(duplicate.again)),
+            field: duplicate.path.clone(),
+            message: format!(
+                "written twice in the same section (first at line {}); keep one",
+                duplicate.first.line
+            ),
+        })
+        .collect();
     let mut overrides = collect_overrides(sets, &mut problems);
     if let Some(trial) = trial {
         overrides.extend(trial_overrides(file, &positions, trial));
@@ -167,9 +183,7 @@ fn load_layers(
     }
     let mut merged: Value = match figment.extract() {
         Ok(value) => value,
-        Err(error) => {
-            return Err(invalid(None, format!("cannot read YAML: {error}")));
-        }
+        Err(error) => return Err(extraction_error(file, &positions, &overrides, &error)),
     };
     if trial.is_some()
         && let Value::Object(map) = &mut merged
@@ -192,9 +206,18 @@ fn load_layers(
         context.check_trials(&merged, &mut problems);
     }
     if !problems.is_empty() {
-        context.sort(&mut problems);
+        // One mistake, one line: a value the schema rejects is often rejected again by a
+        // semantic check of the same field; the first (the schema's) is kept.
         let mut seen = std::collections::HashSet::new();
-        problems.retain(|problem| seen.insert(problem.to_string()));
+        problems.retain(|problem| {
+            let key = if problem.field.is_empty() {
+                problem.to_string()
+            } else {
+                format!("{}\u{0}{}", problem.origin, problem.field)
+            };
+            seen.insert(key)
+        });
+        context.sort(&mut problems);
         return Err(LoadError::Invalid(Problems(problems)));
     }
     let spec: ExperimentSpec = serde_json::from_value(merged)
@@ -207,6 +230,122 @@ fn load_layers(
         spec,
         resolved,
     })
+}
+
+/// A value figment could not turn into a document (a number past 64 bits, a mapping as a key,
+/// several YAML documents), as one problem at the value when the error names one.
+fn extraction_error(
+    file: &Path,
+    positions: &PositionMap,
+    overrides: &[Override],
+    error: &figment::Error,
+) -> LoadError {
+    let mut segments = error.path.clone();
+    if segments.first().is_some_and(|first| first == "default") {
+        segments.remove(0);
+    }
+    let field = segments.join(".");
+    let kind = error.kind.to_string();
+    let message = if kind.contains("number out of range") {
+        "number out of range (integers go up to 18446744073709551615)".to_owned()
+    } else if kind.contains("more than one document") {
+        "holds more than one YAML document (a `---` line); an experiment is one document".to_owned()
+    } else if field.is_empty() {
+        format!("cannot read YAML: {kind}")
+    } else {
+        format!("cannot read this value: {kind}")
+    };
+    let origin = overrides
+        .iter()
+        .rev()
+        .find(|item| !field.is_empty() && is_within(&field, &item.path))
+        .map(|item| item.origin.clone())
+        .unwrap_or_else(|| Origin::File {
+            file: file.to_path_buf(),
+            position: positions
+                .get(&field)
+                .map(|found| found.value)
+                .filter(|_| !field.is_empty()),
+        });
+    LoadError::Invalid(Problems(vec![Problem {
+        origin,
+        field,
+        message,
+    }]))
+}
+
+/// The largest value of an integer `format` schemars writes, for the formats narrower than the
+/// JSON numbers the validator checks (`batch_size: 10000000000000` passes `minimum: 1`).
+fn format_maximum(format: &str) -> Option<u64> {
+    match format {
+        "uint8" => Some(u64::from(u8::MAX)),
+        "uint16" => Some(u64::from(u16::MAX)),
+        "uint32" => Some(u64::from(u32::MAX)),
+        _ => None,
+    }
+}
+
+/// Integers in `value` too large for the field's type, as (field, message).
+fn oversized_integers(
+    value: &Value,
+    segments: &mut Vec<String>,
+    found: &mut Vec<(String, String)>,
+) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                segments.push(key.clone());
+                oversized_integers(child, segments, found);
+                segments.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                segments.push(index.to_string());
+                oversized_integers(child, segments, found);
+                segments.pop();
+            }
+        }
+        Value::Number(number) => {
+            let Some(integer) = number.as_u64() else {
+                return;
+            };
+            let schema = experiment_schema();
+            let maximum = node_at(schema, segments)
+                .and_then(|node| node.get("format"))
+                .and_then(Value::as_str)
+                .and_then(format_maximum);
+            if let Some(maximum) = maximum.filter(|maximum| integer > *maximum) {
+                found.push((
+                    segments.join("."),
+                    format!("must be ≤ {maximum} (got {integer})"),
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The names `evaluate.metric` accepts, for the message when it names none of them.
+fn metric_names() -> Vec<&'static str> {
+    let mut names = vec![
+        "val_acc1",
+        "acc1",
+        "val_acc5",
+        "acc5",
+        "ema_acc1",
+        "train_loss",
+        "loss",
+        "val_loss",
+        "macro_f1",
+        "f1",
+    ];
+    names.extend(
+        crate::report::compare::METRICS
+            .iter()
+            .map(|metric| metric.name),
+    );
+    names
 }
 
 fn absolute_parent(file: &Path) -> PathBuf {
@@ -581,6 +720,17 @@ impl Context<'_> {
                 problems.push(self.problem(child, true, "missing required field".into()));
                 return;
             }
+            // NaN and infinities reach the validator as null: JSON has no spelling for them.
+            ValidationErrorKind::Type { kind } if value.is_null() => {
+                let expected = expected_type(kind);
+                if expected.contains("number") || expected.contains("integer") {
+                    format!(
+                        "expected {expected}, found null (or .nan / .inf, which are not numbers vilab accepts)"
+                    )
+                } else {
+                    format!("expected {expected}, found null (nothing)")
+                }
+            }
             ValidationErrorKind::Type { kind } => format!(
                 "expected {}, found {} {}",
                 expected_type(kind),
@@ -712,6 +862,14 @@ impl Context<'_> {
             else {
                 continue;
             };
+            if text.trim().is_empty() {
+                problems.push(self.problem(
+                    field.to_owned(),
+                    false,
+                    "must not be empty; expected a folder (relative to the experiment file)".into(),
+                ));
+                continue;
+            }
             let path = self.base_dir.join(text);
             let message = match fs_err::metadata(&path) {
                 Ok(metadata) if metadata.is_dir() => continue,
@@ -719,6 +877,44 @@ impl Context<'_> {
                 Err(_) => format!("folder `{text}` not found"),
             };
             problems.push(self.problem(field.to_owned(), false, message));
+        }
+        let folder = |field: &str| {
+            merged
+                .pointer(&format!("/{}", field.replace('.', "/")))
+                .and_then(Value::as_str)
+                .filter(|text| !text.trim().is_empty())
+                .and_then(|text| std::fs::canonicalize(self.base_dir.join(text)).ok())
+        };
+        if let Some(root) = folder("data.root") {
+            for (field, role) in [("data.val_root", "validation"), ("data.test_root", "test")] {
+                if folder(field).is_some_and(|other| other == root) {
+                    problems.push(self.problem(
+                        field.to_owned(),
+                        false,
+                        format!(
+                            "is the same folder as data.root; the {role} images would be the training images"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut oversized = Vec::new();
+        oversized_integers(merged, &mut Vec::new(), &mut oversized);
+        for (field, message) in oversized {
+            problems.push(self.problem(field, false, message));
+        }
+        if let Some(Value::String(name)) = merged.pointer("/evaluate/metric")
+            && crate::report::compare::ranking_metric(name).is_none()
+        {
+            let names = metric_names();
+            let message = match suggest(name, names.iter().copied()) {
+                Some(close) => format!("unknown metric `{name}`; did you mean `{close}`?"),
+                None => format!(
+                    "unknown metric `{name}`; expected one of: {}",
+                    names.join(", ")
+                ),
+            };
+            problems.push(self.problem("evaluate.metric".into(), false, message));
         }
         if let Some(Value::String(text)) = merged.pointer("/model/pretrained")
             && !self.base_dir.join(text).is_file()
@@ -763,7 +959,13 @@ impl Context<'_> {
         {
             problems.push(self.tail_problem("train", &tail));
         }
+        // An image size the schema already rejected would only be reported again through the
+        // patch size it no longer divides.
+        let image_size_rejected = problems
+            .iter()
+            .any(|problem| problem.field == "data.image_size");
         if let Some(item) = merged.pointer("/model")
+            && !image_size_rejected
             && let Ok(model) = serde_json::from_value::<ModelSpec>(item.clone())
             && let Some(image_size) = merged
                 .pointer("/data/image_size")
@@ -788,6 +990,17 @@ impl Context<'_> {
                 "required when stats.std is given (fixed statistics need both)".into(),
             )),
             _ => {}
+        }
+        if let Some(Value::Array(values)) = mean {
+            for (index, value) in values.iter().enumerate() {
+                if value.as_f64().is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    problems.push(self.problem(
+                        format!("stats.mean.{index}"),
+                        false,
+                        format!("must be in [0, 1], the range of pixel values (got {value})"),
+                    ));
+                }
+            }
         }
         if let Some(Value::Array(values)) = std {
             for (index, value) in values.iter().enumerate() {

@@ -60,11 +60,24 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// A key written twice in the same mapping. YAML parsers keep one of the values silently, so the
+/// other setting would be ignored without a word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// Dotted path of the field.
+    pub path: String,
+    /// Where the key is written the first time.
+    pub first: Position,
+    /// Where it is written again.
+    pub again: Position,
+}
+
 /// Field positions of a whole document.
 #[derive(Debug, Default)]
 pub struct PositionMap {
     fields: HashMap<String, FieldPositions>,
     top_level: Option<TopLevel>,
+    duplicates: Vec<DuplicateKey>,
 }
 
 impl PositionMap {
@@ -81,7 +94,13 @@ impl PositionMap {
         Ok(Self {
             fields: recorder.fields,
             top_level: Some(recorder.top_level.unwrap_or(TopLevel::Empty)),
+            duplicates: recorder.duplicates,
         })
+    }
+
+    /// Keys written more than once in the same mapping, in file order.
+    pub fn duplicates(&self) -> &[DuplicateKey] {
+        &self.duplicates
     }
 
     /// What the document's top level is.
@@ -130,6 +149,7 @@ struct Recorder {
     root_key_seen: bool,
     fields: HashMap<String, FieldPositions>,
     top_level: Option<TopLevel>,
+    duplicates: Vec<DuplicateKey>,
 }
 
 fn join(parent: &str, child: &str) -> String {
@@ -167,6 +187,15 @@ impl Recorder {
                 None => return None,
             },
         };
+        if let Some(first) = self.fields.get(&path).and_then(|earlier| earlier.key)
+            && let Some(again) = key
+        {
+            self.duplicates.push(DuplicateKey {
+                path: path.clone(),
+                first,
+                again,
+            });
+        }
         self.fields.insert(
             path.clone(),
             FieldPositions {
@@ -280,6 +309,30 @@ mod tests {
         let error = PositionMap::parse("name: x\ntrain: [1, 2\nseed: 3\n").unwrap_err();
         assert!(error.position.line >= 2, "{error:?}");
         assert!(!error.message.is_empty());
+    }
+
+    #[test]
+    fn finds_keys_written_twice_in_one_mapping() {
+        let map =
+            PositionMap::parse("seed: 1\ntrain:\n  epochs: 2\n  epochs: 3\nseed: 4\n").unwrap();
+        let found: Vec<(&str, usize, usize)> = map
+            .duplicates()
+            .iter()
+            .map(|duplicate| {
+                (
+                    duplicate.path.as_str(),
+                    duplicate.first.line,
+                    duplicate.again.line,
+                )
+            })
+            .collect();
+        assert_eq!(found, [("train.epochs", 3, 4), ("seed", 1, 5)]);
+        assert!(
+            PositionMap::parse("a: {x: 1}\nb: {x: 1}\n")
+                .unwrap()
+                .duplicates()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -61,16 +61,32 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(formatter, "{}: {}", self.origin, self.message)
+        let line = if self.field.is_empty() {
+            format!("{}: {}", self.origin, self.message)
         } else {
-            write!(
-                formatter,
-                "{}: {}: {}",
-                self.origin, self.field, self.message
-            )
-        }
+            format!("{}: {}: {}", self.origin, self.field, self.message)
+        };
+        formatter.write_str(&one_line(&line))
     }
+}
+
+/// `text` with control characters escaped (`\n`, `\t`, `\u{1b}`): keys, values and `--set`
+/// arguments are quoted in messages, and one of them holding a line break must not split the
+/// problem over two lines.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// Everything wrong with an experiment, in file order.

@@ -50,6 +50,11 @@ const SAMPLE_DIGITS: usize = 4;
 /// Top-level fields a sweep may not vary: the experiment's name decides where its runs go.
 const FORBIDDEN_PATHS: &[&str] = &["name", "sweep"];
 
+/// The most trials one sweep may expand to: every trial is validated up front and gets a run
+/// folder, so a section that expands to millions is a mistake (a grid with one list too many,
+/// a random `n` with extra digits) rather than a plan.
+pub const MAX_TRIALS: u64 = 10_000;
+
 /// Trials to run from this experiment file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -259,6 +264,15 @@ impl SweepSpec {
                 }
             }
         }
+        let count = self.trial_count();
+        if count > MAX_TRIALS {
+            problems.push((
+                "sweep".to_owned(),
+                format!(
+                    "expands to {count} trials; at most {MAX_TRIALS} are allowed (split the sweep)"
+                ),
+            ));
+        }
         let paths = self.paths();
         for (path, source) in &paths {
             if let Some(first) = path.split('.').next()
@@ -304,6 +318,26 @@ impl SweepSpec {
         problems.sort();
         problems.dedup();
         problems
+    }
+
+    /// How many trials the section expands to before duplicates are removed (saturating, so a
+    /// section that would expand to billions is counted without expanding it).
+    pub fn trial_count(&self) -> u64 {
+        let mut count: u64 = 1;
+        for values in self.grid.values() {
+            count = count.saturating_mul(values.len() as u64);
+        }
+        if !self.list.is_empty() {
+            count = count.saturating_mul(self.list.len() as u64);
+        }
+        if let Some(random) = self
+            .random
+            .as_ref()
+            .filter(|random| !random.params.is_empty())
+        {
+            count = count.saturating_mul(u64::from(random.n));
+        }
+        count
     }
 
     /// Every trial, in order: grid points (first path slowest), each with every list entry,

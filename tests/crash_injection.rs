@@ -14,7 +14,7 @@
 //! Damaged files are caught on use: a committed entry whose file was edited or truncated, and a
 //! checkpoint whose tensors were edited, are reported with a warning naming the file, set
 //! aside, and recomputed (training resumes from the checkpoint before the damaged one), again
-//! with the results of a clean run.
+//! with the results of a clean run. A file only touched is hashed once, found intact and reused.
 
 mod common;
 #[path = "support/faults.rs"]
@@ -390,4 +390,26 @@ fn damaged_entries_and_checkpoints_are_reported_and_recomputed() {
         );
     }
     assert_recovered(&workspace, &out, &run_dir, &reference);
+
+    // Touched but intact: hashed once, found whole, recorded, and reused without a warning.
+    let packed = entry_of(&run_dir, "augment").join("train.u8");
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::File::options()
+        .write(true)
+        .open(&packed)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+        .expect("touch");
+    let touched = start(&workspace, &out).finish();
+    touched.assert_code(0).assert_no_panic();
+    assert!(!touched.stderr.contains("WARN"), "{}", touched.stderr);
+    assert!(
+        touched.stderr.contains("augment  cached"),
+        "{}",
+        touched.stderr
+    );
+    let records = entry_names(&out_dir.join("cache/verified"));
+    assert!(
+        records.iter().any(|name| name.starts_with("augment-v")),
+        "the re-hashed file was not recorded: {records:?}"
+    );
 }

@@ -10,15 +10,16 @@
 //! progress of a run that will be resumed; only orphaned ones go. Deleting a run folder
 //! releases everything only it referenced.
 //!
-//! What is deleted is chosen under the entry's lock: an entry, tmp or resume folder whose lock
-//! a process holds (computing it, or a run using it — runs hold a shared lock on every entry
-//! they read until their run folder links it) is skipped and reported. After taking the locks,
-//! the run folders are read again: a run writes `pending.json` before it looks at any entry, so
-//! one that started while gc was choosing is seen then and keeps what it needs. Entries are
-//! moved into `tmp/` first, so a half-deleted entry never looks like a damaged one. Nothing
-//! outside `<out>/cache` is touched, and neither are `corrupt/` (quarantined entries, kept on
-//! purpose) nor the lock files. `--out` must be given explicitly: collecting the wrong folder's
-//! cache only costs recomputation, but it should never happen by default.
+//! What is deleted is chosen under the entry's lock: an entry, tmp or resume folder whose lock a
+//! process holds (computing it, or a run using it — runs hold a shared lock on every entry they
+//! read until their run folder links it) is skipped and reported. After taking the locks, the run
+//! folders are read again: a run writes `pending.json` before it looks at any entry, so one that
+//! started while gc was choosing is seen then and keeps what it needs. Entries are moved into
+//! `tmp/` first, so a half-deleted entry never looks like a damaged one. Nothing outside
+//! `<out>/cache` is touched, and neither are `corrupt/` (quarantined entries, kept on purpose) nor
+//! the lock files; an entry's record under `verified/` goes with it. `--out` must be given
+//! explicitly: collecting the wrong folder's cache only costs recomputation, but it should never
+//! happen by default.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -27,7 +28,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::EXIT_OK;
-use crate::pipeline::cache::{Cache, RESUME_FOLDER};
+use crate::pipeline::cache::{Cache, RESUME_FOLDER, remove_stamps};
 use crate::pipeline::run::{PENDING_FILE, PendingRun, RunRecord};
 
 /// Arguments of `vilab gc`.
@@ -307,6 +308,9 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
                 fs_err::create_dir_all(cache_root.join("tmp"))?;
                 fs_err::rename(&candidate.path, &trash)?;
                 fs_err::remove_dir_all(&trash)?;
+                if candidate.kind == "entry" {
+                    remove_stamps(&cache.stamps_path_named(&candidate.lock))?;
+                }
             }
             println!(
                 "{verb} {} {} ({})",

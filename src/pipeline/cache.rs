@@ -13,6 +13,8 @@
 //!   resume/<stage>-v<format>-<key>/       resumable state of an entry being computed
 //!                                         (training checkpoints); removed once it is committed
 //!   corrupt/                              entries that failed their integrity check, kept
+//!   verified/<stage>-v<format>-<key>.json files of an entry hashed again since its commit
+//!                                         (touched, copied, linked), by inode state
 //! ```
 //!
 //! # Guarantees
@@ -28,17 +30,21 @@
 //! # Integrity
 //!
 //! On use ([`Cache::state`]), an entry's files are checked against its manifest: every file
-//! must be there with its size, and every file changed since the entry was committed must
-//! still have its blake3. "Changed since" is read from the inode change time (ctime), which
-//! every write, truncation or `touch` moves forward and which no ordinary tool can set back:
-//! at commit all files are written before `manifest.json`, so a file whose ctime is later than
-//! the manifest's has been modified afterwards and is hashed again. The check therefore costs
-//! one `stat` per file for an untouched entry, however large, and a full hash only of the
-//! files someone modified (an edit that restores the exact bytes passes). Damage that leaves
-//! no trace in the metadata (bit rot under the file system) is what [`Cache::verify_contents`]
-//! is for: it hashes every file. An entry that fails is moved to `corrupt/` (never deleted: it
-//! may be someone's evidence) and recomputed; the warning names the damaged file.
+//! must be there with its size, and every file changed since the entry was committed must still
+//! have its blake3. "Changed since" is read from the inode change time (ctime), which every
+//! write, truncation or `touch` moves forward and which no ordinary tool can set back: at
+//! commit all files are written before `manifest.json`, so a file whose ctime is later than the
+//! manifest's has been modified afterwards and is hashed again. A file that still matches
+//! (touched, copied with its entry, given another hard link) has its inode state (inode, change
+//! time, size) recorded under `verified/`, and is not hashed again until that state changes.
+//! The check therefore costs one `stat` per file for an untouched entry, however large, and a
+//! full hash only of files changed since they were last checked (an edit that restores the
+//! exact bytes passes). Damage that leaves no trace in the metadata (bit rot under the file
+//! system) is what [`Cache::verify_contents`] is for: it hashes every file. An entry that fails
+//! is moved to `corrupt/` (never deleted: it may be someone's evidence) and recomputed; the
+//! warning names the damaged file.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -143,10 +149,34 @@ impl Cache {
         if !entry.is_dir() {
             return EntryState::Missing;
         }
-        match check_manifest(&entry, Thoroughness::ChangedFiles) {
-            Ok(()) => EntryState::Complete,
+        let stamps_path = self.stamps_path(stage, key);
+        let vouched: BTreeMap<String, FileStamp> = std::fs::read(&stamps_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        match check_files(&entry, Thoroughness::ChangedFiles, &vouched) {
+            Ok(hashed) => {
+                if !hashed.is_empty() {
+                    let mut stamps = vouched;
+                    stamps.extend(hashed);
+                    // Best effort (a read-only cache): without the record the next check
+                    // hashes these files again, nothing worse.
+                    let _ = write_stamps(&stamps_path, &stamps);
+                }
+                EntryState::Complete
+            }
             Err(reason) => EntryState::Corrupt(reason),
         }
+    }
+
+    /// Where the inode states of an entry's re-hashed files are recorded.
+    pub fn stamps_path(&self, stage: StageKind, key: &str) -> PathBuf {
+        self.stamps_path_named(&lock_name(stage, key))
+    }
+
+    /// [`Cache::stamps_path`] of the entry whose lock is named `name`.
+    pub fn stamps_path_named(&self, name: &str) -> PathBuf {
+        self.root.join("verified").join(format!("{name}.json"))
     }
 
     /// Re-hashes every file of an entry; the first mismatch is returned.
@@ -251,6 +281,7 @@ impl Cache {
             .map_or(0, |elapsed| elapsed.as_nanos());
         let target = folder.join(format!("{}-{key}.{nanos}", stage.cache_folder()));
         fs_err::rename(&entry, &target)?;
+        remove_stamps(&self.stamps_path(stage, key))?;
         Ok(target)
     }
 }
@@ -364,10 +395,63 @@ fn changed_at(metadata: &std::fs::Metadata) -> i128 {
     }
 }
 
+/// The state of a file's inode: equal stamps mean it was not written, truncated, linked or
+/// renamed in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    inode: u64,
+    changed_at: i128,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            inode,
+            changed_at: changed_at(metadata),
+            len: metadata.len(),
+        }
+    }
+}
+
+fn write_stamps(path: &Path, stamps: &BTreeMap<String, FileStamp>) -> Result<(), CacheError> {
+    if let Some(folder) = path.parent() {
+        fs_err::create_dir_all(folder)?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    write_json(&tmp, stamps)?;
+    fs_err::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Removes an entry's stamps (with the entry: a stale record must not outlive it).
+pub fn remove_stamps(path: &Path) -> Result<(), CacheError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(std::io::Error::new(error.kind(), format!("{}: {error}", path.display())).into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks the files of `dir` against its `manifest.json` (written by [`write_manifest`]):
 /// each must be there with its size, and, as `thoroughness` says, have its blake3. The error
 /// names the first file that fails.
 pub fn check_manifest(dir: &Path, thoroughness: Thoroughness) -> Result<(), String> {
+    check_files(dir, thoroughness, &BTreeMap::new()).map(drop)
+}
+
+/// [`check_manifest`], taking files whose inode is in the state `vouched` records for them as
+/// unchanged; returns the stamps of the files it hashed and found intact.
+fn check_files(
+    dir: &Path,
+    thoroughness: Thoroughness,
+    vouched: &BTreeMap<String, FileStamp>,
+) -> Result<Vec<(String, FileStamp)>, String> {
     let manifest = read_manifest(dir)?;
     let manifest_path = dir.join(MANIFEST_FILE);
     let written_at = std::fs::metadata(&manifest_path)
@@ -388,21 +472,27 @@ pub fn check_manifest(dir: &Path, thoroughness: Thoroughness) -> Result<(), Stri
                 file.len
             ));
         }
-        if thoroughness == Thoroughness::EveryFile || changed_at(&metadata) > written_at {
-            to_hash.push((path, file));
+        let stamp = FileStamp::of(&metadata);
+        let unchanged =
+            changed_at(&metadata) <= written_at || vouched.get(&file.path) == Some(&stamp);
+        if thoroughness == Thoroughness::EveryFile || !unchanged {
+            to_hash.push((path, file, stamp));
         }
     }
-    to_hash.into_par_iter().try_for_each(|(path, file)| {
-        let hash = hash_file(&path).map_err(|error| error.to_string())?;
-        if hash == file.blake3 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: contents changed since written (blake3 differs from the manifest)",
-                path.display()
-            ))
-        }
-    })
+    to_hash
+        .into_par_iter()
+        .map(|(path, file, stamp)| {
+            let hash = hash_file(&path).map_err(|error| error.to_string())?;
+            if hash == file.blake3 {
+                Ok((file.path.clone(), stamp))
+            } else {
+                Err(format!(
+                    "{}: contents changed since written (blake3 differs from the manifest)",
+                    path.display()
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Hashes (and syncs) every file under `dir` and writes `dir/manifest.json`, synced. Write it
@@ -512,6 +602,10 @@ mod tests {
             EntryState::Complete,
             "an edit that restores the exact bytes is no damage"
         );
+        let stamps = cache.stamps_path(StageKind::Stats, &key);
+        let recorded = std::fs::read_to_string(&stamps).unwrap();
+        assert!(recorded.contains("stats.json"), "{recorded}");
+        assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Complete);
         std::fs::write(entry.join("stats.json"), b"{}").unwrap();
         assert!(matches!(
             cache.state(StageKind::Stats, &key),
@@ -519,6 +613,7 @@ mod tests {
         ));
         let kept = cache.quarantine(StageKind::Stats, &key).unwrap();
         assert!(kept.join("stats.json").is_file());
+        assert!(!stamps.exists(), "the record goes with the entry");
         assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Missing);
     }
 

@@ -2,17 +2,22 @@
 //! dry run that deletes nothing), referenced ones are kept and still reused, entries and
 //! leftover folders whose lock a process holds are kept until it is released, nothing outside
 //! `<out>/cache` (nor `corrupt/`) is touched, and gc refuses to run without an explicit `--out`.
+//! The checkpoints of an interrupted training (`cache/resume/`) are kept while a run folder
+//! still lists their key (its `pending.json`), so the next run resumes; orphaned ones go.
 
 mod common;
+#[path = "support/faults.rs"]
+mod faults;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{
     Output, Workspace, cache_entry_exists, entry_names, read_run_json, run_vilab_with_env,
     stage_runs, tree_state,
 };
+use faults::{Watched, small_workspace};
 
 /// A tiny model trained for one epoch, so every stage has an entry.
 const EXPERIMENT: &str = "name: tiny\n\
@@ -78,8 +83,8 @@ fn gc_deletes_orphaned_entries_and_keeps_referenced_ones() {
     std::fs::write(out.join("cache/corrupt/old/x"), "evidence").expect("corrupt file");
     let fake_key = "ab".repeat(32);
     let leftover_tmp = out.join(format!("cache/tmp/split-v1-{fake_key}.1.2"));
-    let leftover_work = out.join(format!("cache/work/train-v1-{fake_key}"));
-    for folder in [&leftover_tmp, &leftover_work] {
+    let leftover_resume = out.join(format!("cache/resume/train-v1-{fake_key}"));
+    for folder in [&leftover_tmp, &leftover_resume] {
         std::fs::create_dir_all(folder).expect("leftover folder");
         std::fs::write(folder.join("part"), vec![0u8; 1000]).expect("leftover file");
     }
@@ -93,7 +98,11 @@ fn gc_deletes_orphaned_entries_and_keeps_referenced_ones() {
         "{}",
         dry.stdout
     );
-    assert!(dry.stdout.contains("would delete tmp") && dry.stdout.contains("would delete work"));
+    assert!(
+        dry.stdout.contains("would delete tmp") && dry.stdout.contains("would delete resume"),
+        "{}",
+        dry.stdout
+    );
     assert!(
         dry.stdout
             .contains(&format!("would free {} folder(s)", orphan_keys.len() + 2))
@@ -123,7 +132,7 @@ fn gc_deletes_orphaned_entries_and_keeps_referenced_ones() {
             "referenced {stage} entry deleted"
         );
     }
-    assert!(!leftover_tmp.exists() && !leftover_work.exists());
+    assert!(!leftover_tmp.exists() && !leftover_resume.exists());
     assert_eq!(
         tree_state(&kept_dir),
         kept_run_state,
@@ -180,4 +189,108 @@ fn gc_needs_an_explicit_out() {
         "{}",
         empty.stdout
     );
+}
+
+/// Enough epochs of a tiny model that a run is still training well after its first checkpoint.
+const LONG_TRAINING: &str = "name: long\n\
+    seed: 42\n\
+    data:\n  root: data\n  image_size: 16\n\
+    model:\n  name: vil_micro\n  dim: 16\n  depth: 2\n  patch_size: 4\n\
+    train:\n  epochs: 12\n  batch_size: 12\n  workers: 0\n";
+
+/// Runs `vilab run long.yaml --out out EXTRA...` and SIGKILLs it once its first epoch is
+/// checkpointed. Returns the run folder (it holds `pending.json`) and the train stage's key.
+fn kill_while_training(workspace: &Workspace, extra: &[&str]) -> (PathBuf, String) {
+    let mut args = vec!["run", "long.yaml", "--out", "out"];
+    args.extend_from_slice(extra);
+    let experiment = workspace.path().join("out/long");
+    let before = entry_names(&experiment);
+    let mut child = Watched::spawn(workspace.command(&args));
+    if !child.wait_for_line("train    epoch 1/") {
+        panic!("the first epoch never ended:\n{}", child.finish().stderr);
+    }
+    assert!(child.kill(), "training ended before it could be killed");
+    child.finish();
+    let run_dir = entry_names(&experiment)
+        .into_iter()
+        .find(|name| !before.contains(name))
+        .map(|name| experiment.join(name))
+        .expect("the killed run's folder");
+    let pending_path = run_dir.join("pending.json");
+    let pending: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&pending_path)
+            .unwrap_or_else(|error| panic!("{}: {error}", pending_path.display())),
+    )
+    .expect("pending.json parses");
+    let train_key = pending["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|stage| stage["stage"] == "train")
+        .and_then(|stage| stage["key"].as_str())
+        .expect("train key")
+        .to_owned();
+    (run_dir, train_key)
+}
+
+/// The resume folder of the train stage with `key`, if there is one.
+fn resume_folder(out: &Path, key: &str) -> Option<PathBuf> {
+    let resume = out.join("cache/resume");
+    entry_names(&resume)
+        .into_iter()
+        .find(|name| name.starts_with("train-v") && name.ends_with(key))
+        .map(|name| resume.join(name))
+}
+
+#[test]
+fn gc_keeps_the_checkpoints_of_unfinished_runs_and_collects_orphaned_ones() {
+    let workspace = small_workspace(&["Bag", "Coat", "Sandal"], 40);
+    workspace.write("long.yaml", LONG_TRAINING);
+    let out = workspace.path().join("out");
+    let (kept_run, kept_key) = kill_while_training(&workspace, &[]);
+    let (orphan_run, orphan_key) = kill_while_training(&workspace, &["--set", "train.epochs=11"]);
+    assert_ne!(kept_key, orphan_key);
+    let kept_resume = resume_folder(&out, &kept_key).expect("checkpoints of the first run");
+    let orphan_resume = resume_folder(&out, &orphan_key).expect("checkpoints of the second run");
+    std::fs::remove_dir_all(&orphan_run).expect("remove the second run folder");
+
+    let collected = vilab(&workspace, &["gc", "--out", "out"], 0);
+    assert!(
+        kept_resume.is_dir(),
+        "gc deleted the checkpoints of an unfinished run:\n{}",
+        collected.stdout
+    );
+    assert!(
+        !orphan_resume.exists(),
+        "gc kept orphaned checkpoints:\n{}",
+        collected.stdout
+    );
+    assert!(
+        collected.stdout.contains("deleted resume resume/train-v"),
+        "{}",
+        collected.stdout
+    );
+    assert!(
+        !collected.stdout.contains("deleted entry"),
+        "the data entries are shared with the unfinished run:\n{}",
+        collected.stdout
+    );
+
+    let resumed = vilab(&workspace, &["run", "long.yaml", "--out", "out"], 0);
+    assert!(
+        resumed.stderr.contains("resuming at epoch 2/12"),
+        "the run did not resume from the checkpoint gc kept:\n{}",
+        resumed.stderr
+    );
+    assert_eq!(workspace.path().join(resumed.last_stdout_line()), kept_run);
+    for stage in stage_runs(&read_run_json(&kept_run)) {
+        let expected = if ["split", "stats", "augment"].contains(&stage.stage.as_str()) {
+            "reused"
+        } else {
+            "computed"
+        };
+        assert_eq!(stage.state, expected, "{}", stage.stage);
+    }
+    assert!(!kept_run.join("pending.json").exists());
+    assert!(resume_folder(&out, &kept_key).is_none());
 }

@@ -203,9 +203,9 @@ fn a_grid_runs_every_trial_and_computes_the_data_stages_once() {
     );
 }
 
-/// The train stage's work folders (checkpoints of trainings in progress).
-fn work_folders(out: &Path) -> Vec<String> {
-    entry_names(&out.join("cache").join("work"))
+/// The train stage's resume folders (checkpoints of trainings in progress).
+fn resume_folders(out: &Path) -> Vec<String> {
+    entry_names(&out.join("cache").join("resume"))
         .into_iter()
         .filter(|name| name.starts_with("train-"))
         .collect()
@@ -213,8 +213,8 @@ fn work_folders(out: &Path) -> Vec<String> {
 
 /// Whether a training in progress has written a complete checkpoint (`ckpt-*/state.json`).
 fn has_checkpoint(out: &Path) -> bool {
-    work_folders(out).iter().any(|folder| {
-        let folder = out.join("cache").join("work").join(folder);
+    resume_folders(out).iter().any(|folder| {
+        let folder = out.join("cache").join("resume").join(folder);
         entry_names(&folder)
             .iter()
             .any(|name| name.starts_with("ckpt-") && folder.join(name).join("state.json").is_file())
@@ -306,7 +306,7 @@ fn a_killed_sweep_resumes_and_ends_where_an_uninterrupted_one_ends() {
         .iter()
         .map(|(id, dir)| (id.clone(), tree_state(dir)))
         .collect();
-    let interrupted_work = work_folders(&out);
+    let interrupted_resume = resume_folders(&out);
 
     let status = vilab(&workspace, &["status", "sweep.yaml", "--out", "killed"], 1);
     assert!(status.stdout.contains("pending"), "{}", status.stdout);
@@ -321,7 +321,7 @@ fn a_killed_sweep_resumes_and_ends_where_an_uninterrupted_one_ends() {
     );
     assert!(
         resumed.stderr.contains("resuming at epoch"),
-        "the interrupted trial did not resume from its checkpoint (work {interrupted_work:?}):\n{}",
+        "the interrupted trial did not resume from its checkpoint (resume {interrupted_resume:?}):\n{}",
         resumed.stderr
     );
     for (id, state) in &finished_state {
@@ -331,7 +331,7 @@ fn a_killed_sweep_resumes_and_ends_where_an_uninterrupted_one_ends() {
             "finished trial {id} was touched by the re-run"
         );
     }
-    assert!(work_folders(&out).is_empty(), "checkpoints left behind");
+    assert!(resume_folders(&out).is_empty(), "checkpoints left behind");
 
     let reference_runs = trial_run_dirs(&reference_dir);
     let resumed_runs = trial_run_dirs(&sweep_dir);

@@ -69,10 +69,10 @@ fn train_dir(workspace: &Workspace, output: &Output) -> PathBuf {
         .join("train")
 }
 
-/// The newest checkpoint folder under `<out>/cache/work/*/`, if any.
+/// The newest checkpoint folder under `<out>/cache/resume/*/`, if any.
 fn checkpoint(out: &Path) -> Option<PathBuf> {
-    let work = out.join("cache").join("work");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(work)
+    let resume = out.join("cache").join("resume");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(resume)
         .ok()?
         .filter_map(Result::ok)
         .flat_map(|entry| std::fs::read_dir(entry.path()).into_iter().flatten())
@@ -153,7 +153,7 @@ fn kill_and_ctrl_c_both_resume_bit_for_bit() {
     assert_same_results(&reference_dir, &train_dir(&workspace, &resumed));
     assert!(
         checkpoint(&workspace.path().join("killed")).is_none(),
-        "the work folder is removed once the stage is committed"
+        "the resume folder is removed once the stage is committed"
     );
 
     // Ctrl-C once training runs: the step finishes, a checkpoint is written, exit code 130.

@@ -1,18 +1,25 @@
 //! `vilab gc --out DIR [--dry-run]`: delete the cache entries no run folder references.
 //!
 //! A cache entry is kept when any run folder `<out>/<name>/<run-id>/` links to it or lists its
-//! key in `run.json` (sweep folders only link run folders, so their trials count through
-//! them). Everything else under `<out>/cache/<stage>-v<N>/` is garbage, as are leftovers under
-//! `tmp/` (entries whose writer died) and `work/` (resumable state of computations nobody is
-//! running — collecting them gives up resuming those trainings).
+//! key in `run.json`, or in `pending.json` — the stage keys of a run that has not finished:
+//! running, failed, or killed (sweep folders only link run folders, and a trial is an ordinary
+//! run, so pending and failed trials count through their run folders too). Everything else
+//! under `<out>/cache/<stage>-v<N>/` is garbage, as are leftovers under `tmp/` (entries whose
+//! writer died). A folder under `resume/` (the checkpoints an interrupted training resumes
+//! from) is kept while its key is referenced the same way, so collecting never throws away the
+//! progress of a run that will be resumed; only orphaned ones go. Deleting a run folder
+//! releases everything only it referenced.
 //!
-//! What is deleted is chosen under the entry's lock: an entry, tmp or work folder whose lock a
+//! What is deleted is chosen under the entry's lock: an entry, tmp or resume folder whose lock a
 //! process holds (computing it, or a run using it — runs hold a shared lock on every entry they
-//! read until their run folder links it) is skipped and reported. Entries are moved into
+//! read until their run folder links it) is skipped and reported. After taking the locks, the run
+//! folders are read again: a run writes `pending.json` before it looks at any entry, so one that
+//! started while gc was choosing is seen then and keeps what it needs. Entries are moved into
 //! `tmp/` first, so a half-deleted entry never looks like a damaged one. Nothing outside
-//! `<out>/cache` is touched, and neither are `corrupt/` (quarantined entries, kept on purpose)
-//! nor the lock files. `--out` must be given explicitly: collecting the wrong folder's cache
-//! only costs recomputation, but it should never happen by default.
+//! `<out>/cache` is touched, and neither are `corrupt/` (quarantined entries, kept on purpose) nor
+//! the lock files; an entry's record under `verified/` goes with it. `--out` must be given
+//! explicitly: collecting the wrong folder's cache only costs recomputation, but it should never
+//! happen by default.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -21,8 +28,8 @@ use anyhow::bail;
 use clap::Args;
 
 use super::EXIT_OK;
-use crate::pipeline::cache::Cache;
-use crate::pipeline::run::RunRecord;
+use crate::pipeline::cache::{Cache, RESUME_FOLDER, remove_stamps};
+use crate::pipeline::run::{PENDING_FILE, PendingRun, RunRecord};
 
 /// Arguments of `vilab gc`.
 #[derive(Debug, Args)]
@@ -42,9 +49,16 @@ struct Garbage {
     path: PathBuf,
     /// The lock guarding it (`<stage>-v<N>-<key>`).
     lock: String,
-    /// `entry`, `tmp` or `work`.
+    /// `entry`, `tmp` or `resume`.
     kind: &'static str,
+    /// The stage folder (`train-v1`) and key it belongs to.
+    stage_folder: String,
+    /// See `stage_folder`.
+    key: String,
 }
+
+/// How many candidates are locked at once before the run folders are read again.
+const LOCK_BATCH: usize = 256;
 
 /// `path` with `.` and `..` resolved without touching the file system.
 fn normalize(path: &Path) -> PathBuf {
@@ -76,8 +90,20 @@ fn is_stage_folder(name: &str) -> bool {
 struct References {
     /// Entries linked from a run folder, as `(stage folder, key)`.
     linked: BTreeSet<(String, String)>,
-    /// Keys listed in a `run.json` (matched under any format version).
+    /// Keys listed in a `run.json` or `pending.json` (matched under any format version).
     keys: BTreeSet<String>,
+}
+
+impl References {
+    /// Whether `candidate` is still needed. Leftovers under `tmp/` never are: they are
+    /// partial outputs nobody reads.
+    fn keep(&self, candidate: &Garbage) -> bool {
+        candidate.kind != "tmp"
+            && (self.keys.contains(&candidate.key)
+                || self
+                    .linked
+                    .contains(&(candidate.stage_folder.clone(), candidate.key.clone())))
+    }
 }
 
 /// Every cache entry a run folder references.
@@ -97,7 +123,11 @@ fn referenced(out: &Path, cache_root: &Path) -> anyhow::Result<References> {
                 continue;
             }
             let run_dir = std::path::absolute(run.path())?;
-            for item in fs_err::read_dir(&run_dir)? {
+            // Gone since listed (its owner removed it): it references nothing any more.
+            let Ok(items) = fs_err::read_dir(&run_dir) else {
+                continue;
+            };
+            for item in items {
                 let item = item?;
                 let Ok(target) = std::fs::read_link(item.path()) else {
                     continue;
@@ -121,14 +151,20 @@ fn referenced(out: &Path, cache_root: &Path) -> anyhow::Result<References> {
                     .keys
                     .extend(record.stages.into_iter().map(|stage| stage.key));
             }
+            if let Ok(bytes) = std::fs::read(run_dir.join(PENDING_FILE))
+                && let Ok(pending) = serde_json::from_slice::<PendingRun>(&bytes)
+            {
+                references
+                    .keys
+                    .extend(pending.stages.into_iter().map(|stage| stage.key));
+            }
         }
     }
     Ok(references)
 }
 
 /// Everything under the cache that nobody references.
-fn garbage(out: &Path, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
-    let references = referenced(out, cache_root)?;
+fn garbage(references: &References, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
     let mut found = Vec::new();
     for stage in fs_err::read_dir(cache_root)? {
         let stage = stage?;
@@ -144,22 +180,17 @@ fn garbage(out: &Path, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
             for entry in fs_err::read_dir(prefix.path())? {
                 let entry = entry?;
                 let key = entry.file_name().to_string_lossy().into_owned();
-                if references
-                    .linked
-                    .contains(&(stage_name.clone(), key.clone()))
-                    || references.keys.contains(&key)
-                {
-                    continue;
-                }
                 found.push(Garbage {
                     path: entry.path(),
                     lock: format!("{stage_name}-{key}"),
                     kind: "entry",
+                    stage_folder: stage_name.clone(),
+                    key,
                 });
             }
         }
     }
-    for (folder, kind) in [("tmp", "tmp"), ("work", "work")] {
+    for (folder, kind) in [("tmp", "tmp"), (RESUME_FOLDER, "resume")] {
         let Ok(items) = fs_err::read_dir(cache_root.join(folder)) else {
             continue;
         };
@@ -167,9 +198,9 @@ fn garbage(out: &Path, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
             // tmp/<stage>-v<N>-<key>.<pid>.<nanos> (or .gc<pid>.<n>: an entry gc was deleting),
-            // work/<stage>-v<N>-<key>; anything else is not ours to judge.
+            // resume/<stage>-v<N>-<key>; anything else is not ours to judge.
             let lock = name.split('.').next().unwrap_or_default().to_owned();
-            let Some((stage, _)) = lock.rsplit_once('-') else {
+            let Some((stage, key)) = lock.rsplit_once('-') else {
                 continue;
             };
             if !is_stage_folder(stage) {
@@ -177,11 +208,14 @@ fn garbage(out: &Path, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
             }
             found.push(Garbage {
                 path: item.path(),
+                stage_folder: stage.to_owned(),
+                key: key.to_owned(),
                 lock,
                 kind,
             });
         }
     }
+    found.retain(|candidate| !references.keep(candidate));
     found.sort();
     Ok(found)
 }
@@ -223,60 +257,70 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
         println!("{}: no cache; nothing to collect", cache_root.display());
         return Ok(EXIT_OK);
     }
-    let candidates = garbage(&args.out, &cache_root)?;
+    let candidates = garbage(&referenced(&args.out, &cache_root)?, &cache_root)?;
     let (mut count, mut bytes, mut busy) = (0usize, 0u64, 0usize);
     let verb = if args.dry_run {
         "would delete"
     } else {
         "deleted"
     };
-    for candidate in &candidates {
-        // A dry run creates nothing: with no lock file, nobody can hold the lock.
-        let free_without_locking = args.dry_run && !cache.lock_path(&candidate.lock).exists();
-        let lock = if free_without_locking {
-            None
-        } else {
-            Some(cache.try_lock_named(&candidate.lock)?)
-        };
-        if let Some(None) = lock {
+    let relative = |path: &Path| {
+        path.strip_prefix(&cache_root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    for batch in candidates.chunks(LOCK_BATCH) {
+        let mut held = Vec::new();
+        for candidate in batch {
+            // A dry run creates nothing: with no lock file, nobody can hold the lock.
+            if args.dry_run && !cache.lock_path(&candidate.lock).exists() {
+                held.push((candidate, None));
+                continue;
+            }
+            match cache.try_lock_named(&candidate.lock)? {
+                Some(lock) => held.push((candidate, Some(lock))),
+                None => {
+                    println!("in use, kept: {}", relative(&candidate.path));
+                    busy += 1;
+                }
+            }
+        }
+        // Runs that started since the first reading have written `pending.json` by now.
+        let references = referenced(&args.out, &cache_root)?;
+        for (candidate, _lock) in held {
+            if references.keep(candidate) {
+                println!("in use, kept: {}", relative(&candidate.path));
+                busy += 1;
+                continue;
+            }
+            if !candidate.path.exists() {
+                continue;
+            }
+            let size = folder_bytes(&candidate.path);
+            if !args.dry_run {
+                // Named after the lock, so a trash folder left by a crash is collected next time.
+                let trash = cache_root.join("tmp").join(format!(
+                    "{}.gc{}.{count}",
+                    candidate.lock,
+                    std::process::id()
+                ));
+                fs_err::create_dir_all(cache_root.join("tmp"))?;
+                fs_err::rename(&candidate.path, &trash)?;
+                fs_err::remove_dir_all(&trash)?;
+                if candidate.kind == "entry" {
+                    remove_stamps(&cache.stamps_path_named(&candidate.lock))?;
+                }
+            }
             println!(
-                "in use, kept: {}",
-                candidate
-                    .path
-                    .strip_prefix(&cache_root)
-                    .unwrap_or(&candidate.path)
-                    .display()
+                "{verb} {} {} ({})",
+                candidate.kind,
+                relative(&candidate.path),
+                human(size)
             );
-            busy += 1;
-            continue;
+            count += 1;
+            bytes += size;
         }
-        if !candidate.path.exists() {
-            continue;
-        }
-        let size = folder_bytes(&candidate.path);
-        if !args.dry_run {
-            // Named after the lock, so a trash folder left by a crash is collected next time.
-            let trash = cache_root.join("tmp").join(format!(
-                "{}.gc{}.{count}",
-                candidate.lock,
-                std::process::id()
-            ));
-            fs_err::create_dir_all(cache_root.join("tmp"))?;
-            fs_err::rename(&candidate.path, &trash)?;
-            fs_err::remove_dir_all(&trash)?;
-        }
-        println!(
-            "{verb} {} {} ({})",
-            candidate.kind,
-            candidate
-                .path
-                .strip_prefix(&cache_root)
-                .unwrap_or(&candidate.path)
-                .display(),
-            human(size)
-        );
-        count += 1;
-        bytes += size;
     }
     let busy_note = if busy > 0 {
         format!("; {busy} in use kept")

@@ -10,8 +10,11 @@
 //!   locks/<stage>-v<format>-<key>.lock    advisory lock: exclusive while the entry is computed
 //!                                         (or deleted by gc), shared while runs use it
 //!   tmp/<stage>-<key>.<pid>.<nanos>/      entries being written
-//!   work/<stage>-v<format>-<key>/         resumable state of an entry being computed
+//!   resume/<stage>-v<format>-<key>/       resumable state of an entry being computed
+//!                                         (training checkpoints); removed once it is committed
 //!   corrupt/                              entries that failed their integrity check, kept
+//!   verified/<stage>-v<format>-<key>.json files of an entry hashed again since its commit
+//!                                         (touched, copied, linked), by inode state
 //! ```
 //!
 //! # Guarantees
@@ -24,10 +27,24 @@
 //! by the kernel when a process dies, so a crashed holder never blocks anyone): the first
 //! computes, the second waits, finds the entry complete and reuses it.
 //!
-//! On use, an entry's files are checked against its manifest (presence and size; `--verify`
-//! style full hashing is available through [`Cache::verify_contents`]). An entry that fails is
-//! moved to `corrupt/` (never deleted: it may be someone's evidence) and recomputed.
+//! # Integrity
+//!
+//! On use ([`Cache::state`]), an entry's files are checked against its manifest: every file
+//! must be there with its size, and every file changed since the entry was committed must still
+//! have its blake3. "Changed since" is read from the inode change time (ctime), which every
+//! write, truncation or `touch` moves forward and which no ordinary tool can set back: at
+//! commit all files are written before `manifest.json`, so a file whose ctime is later than the
+//! manifest's has been modified afterwards and is hashed again. A file that still matches
+//! (touched, copied with its entry, given another hard link) has its inode state (inode, change
+//! time, size) recorded under `verified/`, and is not hashed again until that state changes.
+//! The check therefore costs one `stat` per file for an untouched entry, however large, and a
+//! full hash only of files changed since they were last checked (an edit that restores the
+//! exact bytes passes). Damage that leaves no trace in the metadata (bit rot under the file
+//! system) is what [`Cache::verify_contents`] is for: it hashes every file. An entry that fails
+//! is moved to `corrupt/` (never deleted: it may be someone's evidence) and recomputed; the
+//! warning names the damaged file.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -42,6 +59,8 @@ use super::stage::StageKind;
 pub const FINGERPRINT_FILE: &str = "fingerprint.json";
 /// The entry's integrity manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The folder of the cache holding resumable state (see [`Cache::resume_dir`]).
+pub const RESUME_FOLDER: &str = "resume";
 
 /// A cache failure, always naming the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +110,8 @@ pub enum EntryState {
     Complete,
     /// Not there.
     Missing,
-    /// There, but a file is missing or has the wrong size; the reason names it.
+    /// There, but a file is missing, has the wrong size, or was modified since the entry was
+    /// committed and no longer has its hash; the reason names the file.
     Corrupt(String),
 }
 
@@ -122,50 +142,46 @@ impl Cache {
             .join(key)
     }
 
-    /// Whether the entry exists and matches its manifest (presence and sizes).
+    /// Whether the entry exists and matches its manifest: presence and sizes of every file, and
+    /// the hash of every file modified since the entry was committed (see the module notes).
     pub fn state(&self, stage: StageKind, key: &str) -> EntryState {
         let entry = self.entry_path(stage, key);
         if !entry.is_dir() {
             return EntryState::Missing;
         }
-        let manifest = match read_manifest(&entry) {
-            Ok(manifest) => manifest,
-            Err(reason) => return EntryState::Corrupt(reason),
-        };
-        for file in &manifest.files {
-            let path = entry.join(&file.path);
-            match std::fs::metadata(&path) {
-                Ok(metadata) if metadata.len() == file.len => {}
-                Ok(metadata) => {
-                    return EntryState::Corrupt(format!(
-                        "{}: size {} bytes, manifest says {}",
-                        path.display(),
-                        metadata.len(),
-                        file.len
-                    ));
+        let stamps_path = self.stamps_path(stage, key);
+        let vouched: BTreeMap<String, FileStamp> = std::fs::read(&stamps_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        match check_files(&entry, Thoroughness::ChangedFiles, &vouched) {
+            Ok(hashed) => {
+                if !hashed.is_empty() {
+                    let mut stamps = vouched;
+                    stamps.extend(hashed);
+                    // Best effort (a read-only cache): without the record the next check
+                    // hashes these files again, nothing worse.
+                    let _ = write_stamps(&stamps_path, &stamps);
                 }
-                Err(_) => return EntryState::Corrupt(format!("{}: missing", path.display())),
+                EntryState::Complete
             }
+            Err(reason) => EntryState::Corrupt(reason),
         }
-        EntryState::Complete
+    }
+
+    /// Where the inode states of an entry's re-hashed files are recorded.
+    pub fn stamps_path(&self, stage: StageKind, key: &str) -> PathBuf {
+        self.stamps_path_named(&lock_name(stage, key))
+    }
+
+    /// [`Cache::stamps_path`] of the entry whose lock is named `name`.
+    pub fn stamps_path_named(&self, name: &str) -> PathBuf {
+        self.root.join("verified").join(format!("{name}.json"))
     }
 
     /// Re-hashes every file of an entry; the first mismatch is returned.
     pub fn verify_contents(&self, stage: StageKind, key: &str) -> Result<(), String> {
-        let entry = self.entry_path(stage, key);
-        let manifest = read_manifest(&entry)?;
-        manifest.files.par_iter().try_for_each(|file| {
-            let path = entry.join(&file.path);
-            let hash = hash_file(&path).map_err(|error| error.to_string())?;
-            if hash == file.blake3 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{}: contents changed since written",
-                    path.display()
-                ))
-            }
-        })
+        check_manifest(&self.entry_path(stage, key), Thoroughness::EveryFile)
     }
 
     /// The stored fingerprint of an entry, if it is there and readable.
@@ -175,11 +191,12 @@ impl Cache {
         serde_json::from_slice(&text).ok()
     }
 
-    /// Where a stage keeps state that must survive a crash while its entry is computed
-    /// (training checkpoints): `<out>/cache/work/<stage>-v<N>-<key>/`.
-    pub fn work_dir(&self, stage: StageKind, key: &str) -> PathBuf {
+    /// Where a stage keeps state that must survive a crash while its entry is computed, so the
+    /// next attempt resumes from it (training checkpoints):
+    /// `<out>/cache/resume/<stage>-v<N>-<key>/`.
+    pub fn resume_dir(&self, stage: StageKind, key: &str) -> PathBuf {
         self.root
-            .join("work")
+            .join(RESUME_FOLDER)
             .join(format!("{}-{key}", stage.cache_folder()))
     }
 
@@ -202,7 +219,7 @@ impl Cache {
 
     /// Takes the exclusive lock named `<stage>-v<format>-<key>` without waiting; `None` when a
     /// process holds it (computing the entry, or reading it). The name also covers the entry's
-    /// `tmp/` and `work/` folders, which the computing process holds it for.
+    /// `tmp/` and `resume/` folders, which the computing process holds it for.
     pub fn try_lock_named(&self, name: &str) -> Result<Option<EntryLock>, CacheError> {
         let (file, path) = self.open_lock(name)?;
         match file.try_lock() {
@@ -264,6 +281,7 @@ impl Cache {
             .map_or(0, |elapsed| elapsed.as_nanos());
         let target = folder.join(format!("{}-{key}.{nanos}", stage.cache_folder()));
         fs_err::rename(&entry, &target)?;
+        remove_stamps(&self.stamps_path(stage, key))?;
         Ok(target)
     }
 }
@@ -303,8 +321,7 @@ impl PendingEntry {
     /// Writes the fingerprint and manifest, syncs, and renames the entry into place.
     pub fn commit(mut self, fingerprint: &StoredFingerprint) -> Result<PathBuf, CacheError> {
         write_json(&self.dir.join(FINGERPRINT_FILE), fingerprint)?;
-        let manifest = build_manifest(&self.dir)?;
-        write_json(&self.dir.join(MANIFEST_FILE), &manifest)?;
+        write_manifest(&self.dir)?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|error| {
@@ -349,6 +366,141 @@ fn read_manifest(entry: &Path) -> Result<Manifest, String> {
     let text =
         std::fs::read(&path).map_err(|error| format!("{}: unreadable: {error}", path.display()))?;
     serde_json::from_slice(&text).map_err(|error| format!("{}: invalid: {error}", path.display()))
+}
+
+/// How much of a folder [`check_manifest`] hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thoroughness {
+    /// Only files whose inode changed after the manifest was written (cheap: one `stat` per
+    /// file when nothing was touched).
+    ChangedFiles,
+    /// Every file.
+    EveryFile,
+}
+
+/// When a file's inode last changed (contents, size or metadata), in nanoseconds.
+fn changed_at(metadata: &std::fs::Metadata) -> i128 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec())
+    }
+    #[cfg(not(unix))]
+    {
+        metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map_or(i128::MAX, |elapsed| elapsed.as_nanos() as i128)
+    }
+}
+
+/// The state of a file's inode: equal stamps mean it was not written, truncated, linked or
+/// renamed in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    inode: u64,
+    changed_at: i128,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            inode,
+            changed_at: changed_at(metadata),
+            len: metadata.len(),
+        }
+    }
+}
+
+fn write_stamps(path: &Path, stamps: &BTreeMap<String, FileStamp>) -> Result<(), CacheError> {
+    if let Some(folder) = path.parent() {
+        fs_err::create_dir_all(folder)?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    write_json(&tmp, stamps)?;
+    fs_err::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Removes an entry's stamps (with the entry: a stale record must not outlive it).
+pub fn remove_stamps(path: &Path) -> Result<(), CacheError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(std::io::Error::new(error.kind(), format!("{}: {error}", path.display())).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks the files of `dir` against its `manifest.json` (written by [`write_manifest`]):
+/// each must be there with its size, and, as `thoroughness` says, have its blake3. The error
+/// names the first file that fails.
+pub fn check_manifest(dir: &Path, thoroughness: Thoroughness) -> Result<(), String> {
+    check_files(dir, thoroughness, &BTreeMap::new()).map(drop)
+}
+
+/// [`check_manifest`], taking files whose inode is in the state `vouched` records for them as
+/// unchanged; returns the stamps of the files it hashed and found intact.
+fn check_files(
+    dir: &Path,
+    thoroughness: Thoroughness,
+    vouched: &BTreeMap<String, FileStamp>,
+) -> Result<Vec<(String, FileStamp)>, String> {
+    let manifest = read_manifest(dir)?;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let written_at = std::fs::metadata(&manifest_path)
+        .map(|metadata| changed_at(&metadata))
+        .map_err(|error| format!("{}: unreadable: {error}", manifest_path.display()))?;
+    let mut to_hash = Vec::new();
+    for file in &manifest.files {
+        let path = dir.join(&file.path);
+        let metadata = match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => metadata,
+            _ => return Err(format!("{}: missing", path.display())),
+        };
+        if metadata.len() != file.len {
+            return Err(format!(
+                "{}: size {} bytes, manifest says {}",
+                path.display(),
+                metadata.len(),
+                file.len
+            ));
+        }
+        let stamp = FileStamp::of(&metadata);
+        let unchanged =
+            changed_at(&metadata) <= written_at || vouched.get(&file.path) == Some(&stamp);
+        if thoroughness == Thoroughness::EveryFile || !unchanged {
+            to_hash.push((path, file, stamp));
+        }
+    }
+    to_hash
+        .into_par_iter()
+        .map(|(path, file, stamp)| {
+            let hash = hash_file(&path).map_err(|error| error.to_string())?;
+            if hash == file.blake3 {
+                Ok((file.path.clone(), stamp))
+            } else {
+                Err(format!(
+                    "{}: contents changed since written (blake3 differs from the manifest)",
+                    path.display()
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Hashes (and syncs) every file under `dir` and writes `dir/manifest.json`, synced. Write it
+/// last: [`check_manifest`] takes files changed after it for modified.
+pub fn write_manifest(dir: &Path) -> Result<Manifest, CacheError> {
+    let manifest = build_manifest(dir)?;
+    write_json(&dir.join(MANIFEST_FILE), &manifest)?;
+    Ok(manifest)
 }
 
 fn hash_file(path: &Path) -> Result<String, std::io::Error> {
@@ -435,8 +587,25 @@ mod tests {
         assert!(cache.verify_contents(StageKind::Stats, &key).is_ok());
         assert_eq!(cache.fingerprint(StageKind::Stats, &key).unwrap(), stored);
 
+        // The inode change time has the kernel clock's tick as resolution: let one pass, so
+        // the edit below is later than the commit, as any real edit is.
+        std::thread::sleep(std::time::Duration::from_millis(50));
         std::fs::write(entry.join("stats.json"), b"{\"mean\": 2}").unwrap();
         assert!(cache.verify_contents(StageKind::Stats, &key).is_err());
+        assert!(matches!(
+            cache.state(StageKind::Stats, &key),
+            EntryState::Corrupt(reason) if reason.contains("stats.json") && reason.contains("blake3")
+        ));
+        std::fs::write(entry.join("stats.json"), b"{\"mean\": 1}").unwrap();
+        assert_eq!(
+            cache.state(StageKind::Stats, &key),
+            EntryState::Complete,
+            "an edit that restores the exact bytes is no damage"
+        );
+        let stamps = cache.stamps_path(StageKind::Stats, &key);
+        let recorded = std::fs::read_to_string(&stamps).unwrap();
+        assert!(recorded.contains("stats.json"), "{recorded}");
+        assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Complete);
         std::fs::write(entry.join("stats.json"), b"{}").unwrap();
         assert!(matches!(
             cache.state(StageKind::Stats, &key),
@@ -444,6 +613,7 @@ mod tests {
         ));
         let kept = cache.quarantine(StageKind::Stats, &key).unwrap();
         assert!(kept.join("stats.json").is_file());
+        assert!(!stamps.exists(), "the record goes with the entry");
         assert_eq!(cache.state(StageKind::Stats, &key), EntryState::Missing);
     }
 

@@ -7,6 +7,8 @@
 //!     spec.yaml              the resolved spec (every layer merged, defaults filled in)
 //!     run.json               version, backend, seed, host, git commit, and per stage: key,
 //!                            computed or reused, seconds
+//!     pending.json           while a run of this folder has not finished (or after it died):
+//!                            its stage keys, so `vilab gc` keeps what it needs to go on
 //!     <stage> -> ../../cache/<stage>-v<N>/<kk>/<key>    one link per stage output
 //! <out>/<name>/latest -> <run-id>
 //! ```
@@ -94,6 +96,29 @@ impl RunRecord {
     }
 }
 
+/// `pending.json` of a run folder: written before the first stage is looked at, removed once
+/// `run.json` is written, so an unfinished run (running, failed or killed) still tells
+/// `vilab gc` which entries and resume folders it needs.
+pub const PENDING_FILE: &str = "pending.json";
+
+/// A stage and its key, as `pending.json` lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingStage {
+    /// The stage.
+    pub stage: StageKind,
+    /// Its key.
+    pub key: String,
+}
+
+/// The contents of `pending.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingRun {
+    /// Start of the invocation, RFC 3339.
+    pub started_at: String,
+    /// Every stage of the plan, in execution order.
+    pub stages: Vec<PendingStage>,
+}
+
 /// The result of `vilab run`.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -150,6 +175,23 @@ pub fn run_experiment(
     let clock = Instant::now();
     let plan = build_plan(spec, options.plan)?;
     let cache = Cache::new(&options.out);
+    let run_dir = experiment_dir(&options.out, spec).join(&plan.run_id);
+    fs_err::create_dir_all(&run_dir)?;
+    let pending = PendingRun {
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        stages: plan
+            .stages
+            .iter()
+            .map(|stage| PendingStage {
+                stage: stage.kind,
+                key: stage.key().to_owned(),
+            })
+            .collect(),
+    };
+    let mut pending_json = serde_json::to_vec_pretty(&pending)
+        .map_err(|error| std::io::Error::other(format!("{PENDING_FILE}: {error}")))?;
+    pending_json.push(b'\n');
+    write_atomic(&run_dir.join(PENDING_FILE), &pending_json)?;
     let mut records = Vec::new();
     let mut outputs: BTreeMap<StageKind, PathBuf> = BTreeMap::new();
     // Shared locks on every entry this run reads, held until its run folder links them, so
@@ -185,8 +227,6 @@ pub fn run_experiment(
             summary,
         });
     }
-    let run_dir = experiment_dir(&options.out, spec).join(&plan.run_id);
-    fs_err::create_dir_all(&run_dir)?;
     let mut spec_text = format!(
         "# Resolved by vilab {} from {}: every layer merged, every default filled in.\n",
         env!("CARGO_PKG_VERSION"),
@@ -223,6 +263,16 @@ pub fn run_experiment(
         .map_err(|error| std::io::Error::other(format!("run.json: {error}")))?;
     json.push(b'\n');
     write_atomic(&run_dir.join("run.json"), &json)?;
+    // A concurrent run of the same folder may have removed it already.
+    if let Err(error) = std::fs::remove_file(run_dir.join(PENDING_FILE))
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(std::io::Error::new(
+            error.kind(),
+            format!("{}: {error}", run_dir.join(PENDING_FILE).display()),
+        )
+        .into());
+    }
     link_atomic(
         Path::new(&plan.run_id),
         &experiment_dir(&options.out, spec).join("latest"),
@@ -252,19 +302,17 @@ fn ensure_entry(
         EntryState::Complete => return Ok(("reused", String::new())),
         EntryState::Corrupt(reason) => {
             let kept = cache.quarantine(kind, key)?;
-            reporter.stage(
+            tracing::warn!(
+                "{}: cache entry damaged ({reason}); moved to {} and recomputing",
                 kind.name(),
-                &format!(
-                    "cache entry damaged ({reason}); moved to {} and recomputing",
-                    kept.display()
-                ),
+                kept.display()
             );
         }
         EntryState::Missing => {}
     }
     reporter.stage(kind.name(), "computing…");
     let pending = cache.begin(kind, key)?;
-    let work_dir = cache.work_dir(kind, key);
+    let work_dir = cache.resume_dir(kind, key);
     let context = StageContext {
         spec,
         plan,

@@ -4,20 +4,27 @@
 //! # Resumable state
 //!
 //! ```text
-//! <work_dir>/                           outside the cache's tmp/ folder, so it survives a crash
+//! <resume_dir>/                         outside the cache's tmp/ folder, so it survives a crash
 //!     ckpt-<global step, 12 digits>/    one complete checkpoint; the highest number wins
 //!         state.safetensors             f32 tensors: model.<path>, ema.<path>, best.<path>,
 //!                                       optimizer.first.<i>, optimizer.second.<i>
 //!         state.json                    counters, meters, loss scaler, best so far (floats as
 //!                                       exact decimal strings)
 //!         history.csv                   the finished epochs
+//!         manifest.json                 size and blake3 of the three files above
 //!     .ckpt-<...>.<pid>.tmp/            being written; ignored and removed
+//!     damaged-ckpt-<...>.<nanos>/       a checkpoint that failed its check, set aside
 //! ```
 //!
-//! A checkpoint folder is written under a temporary name, its files synced, and renamed into
-//! place, so a `ckpt-*` folder is always complete; older ones are removed only after the new one
-//! exists. Everything a resumed run needs is in it: the RNG streams are all derived from
-//! (seed, epoch, step) rather than carried as state.
+//! A checkpoint folder is written under a temporary name, its files synced and hashed into its
+//! manifest, and renamed into place, so a `ckpt-*` folder is always complete. The newest two
+//! are kept (older ones are removed only after the new one exists): before resuming, a
+//! checkpoint is hashed against its manifest ([`usable_checkpoint`]), and one whose files were
+//! truncated or edited afterwards is set aside with a warning naming the file, so training
+//! resumes from the one before it, or from the start — never from damaged state. Everything a
+//! resumed run needs is in a checkpoint: the RNG streams are all derived from (seed, epoch,
+//! step) rather than carried as state, so resuming from an older checkpoint gives the same
+//! result, only later.
 //!
 //! The tensors use the safetensors layout (an 8-byte header length, a JSON header, raw
 //! little-endian data) written here directly, without metadata, so identical states give
@@ -31,6 +38,7 @@
 //! default metadata is a hash map whose order changes from process to process.
 
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::backend::Backend;
@@ -40,6 +48,9 @@ use serde_json::{Map, Value};
 
 use crate::data::transforms::Transform;
 use crate::model::{VilConfig, VisionLstm};
+use crate::pipeline::cache::{
+    CacheError, MANIFEST_FILE, Thoroughness, check_manifest, write_manifest,
+};
 
 /// A failure to read or write a checkpoint; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -159,10 +170,16 @@ pub fn device_tensor<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor
     Tensor::from_data(TensorData::new(values, [len]), (device, DType::F32))
 }
 
-/// The path of the newest complete checkpoint in `work_dir`, if any.
-pub fn latest_checkpoint(work_dir: &Path) -> Option<PathBuf> {
-    let entries = std::fs::read_dir(work_dir).ok()?;
-    entries
+/// How many checkpoints [`write_checkpoint`] keeps: the newest, and one to fall back on when
+/// the newest turns out damaged.
+const KEPT_CHECKPOINTS: usize = 2;
+
+/// The complete checkpoints in `resume_dir` (`ckpt-*` with a manifest), oldest first.
+fn checkpoints(resume_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(resume_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .filter(|entry| {
             entry
@@ -171,40 +188,87 @@ pub fn latest_checkpoint(work_dir: &Path) -> Option<PathBuf> {
                 .is_some_and(|name| name.starts_with("ckpt-"))
         })
         .map(|entry| entry.path())
-        .filter(|path| path.join("state.json").is_file())
-        .max()
+        .filter(|path| path.join(MANIFEST_FILE).is_file())
+        .collect();
+    found.sort();
+    found
 }
 
-/// Writes a checkpoint folder for `global_step` atomically with `write`, then removes older
-/// checkpoints and leftovers of interrupted writes.
+/// The path of the newest complete checkpoint in `resume_dir`, if any (not verified; see
+/// [`usable_checkpoint`]).
+pub fn latest_checkpoint(resume_dir: &Path) -> Option<PathBuf> {
+    checkpoints(resume_dir).pop()
+}
+
+/// The newest checkpoint in `resume_dir` whose files all match their manifest, if any. Each
+/// newer one that does not (truncated, edited, or written without a manifest) is renamed to
+/// `damaged-<name>.<nanos>` and reported with a warning naming the file, so it is neither
+/// loaded nor tried again.
+pub fn usable_checkpoint(resume_dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    for checkpoint in checkpoints(resume_dir).into_iter().rev() {
+        // A checkpoint is read whole to resume, so hashing it whole costs about as much again.
+        let Err(reason) = check_manifest(&checkpoint, Thoroughness::EveryFile) else {
+            return Ok(Some(checkpoint));
+        };
+        let name = checkpoint
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let aside = resume_dir.join(format!("damaged-{name}.{nanos}"));
+        fs_err::rename(&checkpoint, &aside)?;
+        tracing::warn!(
+            "damaged checkpoint {}: {reason}; set aside as {}, resuming from an earlier \
+             checkpoint or from the start",
+            checkpoint.display(),
+            aside.display()
+        );
+    }
+    Ok(None)
+}
+
+/// Writes a checkpoint folder for `global_step` atomically with `write` (plus its manifest),
+/// then removes all but the newest [`KEPT_CHECKPOINTS`] and leftovers of interrupted writes.
 pub fn write_checkpoint(
-    work_dir: &Path,
+    resume_dir: &Path,
     global_step: u64,
     write: impl FnOnce(&Path) -> Result<(), CheckpointError>,
 ) -> Result<PathBuf, CheckpointError> {
-    fs_err::create_dir_all(work_dir)?;
+    fs_err::create_dir_all(resume_dir)?;
     let name = format!("ckpt-{global_step:012}");
-    let tmp = work_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = resume_dir.join(format!(".{name}.{}.tmp", std::process::id()));
     if tmp.exists() {
         fs_err::remove_dir_all(&tmp)?;
     }
     fs_err::create_dir_all(&tmp)?;
     write(&tmp)?;
-    let target = work_dir.join(&name);
+    write_manifest(&tmp).map_err(|error| match error {
+        CacheError::Io(error) => CheckpointError::Io(error),
+        CacheError::Json { path, message } => CheckpointError::Format { path, message },
+    })?;
+    let target = resume_dir.join(&name);
     if target.exists() {
         // The same step saved twice (an interrupt right after an epoch ended): same contents.
         fs_err::remove_dir_all(&target)?;
     }
     fs_err::rename(&tmp, &target)?;
-    sync_dir(work_dir);
-    for entry in fs_err::read_dir(work_dir)?.filter_map(Result::ok) {
-        let path = entry.path();
+    sync_dir(resume_dir);
+    let mut complete = checkpoints(resume_dir);
+    complete.truncate(complete.len().saturating_sub(KEPT_CHECKPOINTS));
+    for stale in complete {
+        fs_err::remove_dir_all(&stale)?;
+    }
+    for entry in fs_err::read_dir(resume_dir)?.filter_map(Result::ok) {
         let file_name = entry.file_name();
         let file_name = file_name.to_string_lossy();
-        let stale_checkpoint = file_name.starts_with("ckpt-") && path != target;
+        // `ckpt-*` without a manifest: written by an older vilab, never usable.
+        let incomplete =
+            file_name.starts_with("ckpt-") && !entry.path().join(MANIFEST_FILE).is_file();
         let stale_tmp = file_name.starts_with(".ckpt-") && file_name.ends_with(".tmp");
-        if stale_checkpoint || stale_tmp {
-            fs_err::remove_dir_all(&path)?;
+        if incomplete || stale_tmp {
+            fs_err::remove_dir_all(entry.path())?;
         }
     }
     Ok(target)
@@ -366,28 +430,81 @@ mod tests {
         assert!(error.contains("state.safetensors"), "{error}");
     }
 
+    fn names(folder: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs_err::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn the_newest_complete_checkpoint_wins_and_older_ones_go() {
+    fn the_newest_two_complete_checkpoints_are_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
+        let resume = dir.path().join("resume");
         let write = |step: u64| {
-            write_checkpoint(&work, step, |folder| {
+            write_checkpoint(&resume, step, |folder| {
                 write_json(&folder.join("state.json"), &step)
             })
             .unwrap()
         };
+        write(3);
         write(7);
         // A leftover of a killed writer is ignored and cleaned up.
-        fs_err::create_dir_all(work.join(".ckpt-000000000009.1.tmp")).unwrap();
+        fs_err::create_dir_all(resume.join(".ckpt-000000000009.1.tmp")).unwrap();
         let newest = write(12);
-        assert_eq!(latest_checkpoint(&work), Some(newest.clone()));
-        let names: Vec<String> = fs_err::read_dir(&work)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["ckpt-000000000012".to_owned()]);
+        assert_eq!(latest_checkpoint(&resume), Some(newest.clone()));
+        assert_eq!(usable_checkpoint(&resume).unwrap(), Some(newest.clone()));
+        assert_eq!(
+            names(&resume),
+            vec![
+                "ckpt-000000000007".to_owned(),
+                "ckpt-000000000012".to_owned()
+            ]
+        );
         let step: u64 = read_json(&newest.join("state.json")).unwrap();
         assert_eq!(step, 12);
+        assert!(names(&newest).contains(&MANIFEST_FILE.to_owned()));
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_set_aside_for_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let resume = dir.path().join("resume");
+        let write = |step: u64| {
+            write_checkpoint(&resume, step, |folder| {
+                write_tensors(
+                    &folder.join("state.safetensors"),
+                    &vec![("model.a".into(), vec![4], vec![step as f32; 4])],
+                )?;
+                write_json(&folder.join("state.json"), &step)
+            })
+            .unwrap()
+        };
+        let older = write(5);
+        let newest = write(10);
+        // Same size, other bytes: only the hash tells.
+        let tensors = newest.join("state.safetensors");
+        let mut bytes = fs_err::read(&tensors).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        fs_err::write(&tensors, &bytes).unwrap();
+        assert_eq!(usable_checkpoint(&resume).unwrap(), Some(older.clone()));
+        assert!(!newest.exists());
+        let names = names(&resume);
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names[1].starts_with("damaged-ckpt-000000000010."),
+            "{names:?}"
+        );
+
+        // Truncated: the only checkpoint left is damaged too, so training starts over.
+        let state = older.join("state.json");
+        let text = fs_err::read(&state).unwrap();
+        fs_err::write(&state, &text[..text.len() - 1]).unwrap();
+        assert_eq!(usable_checkpoint(&resume).unwrap(), None);
+        assert_eq!(latest_checkpoint(&resume), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
     CheckpointConfig, CheckpointError, NamedTensors, ValScores, device_tensor, exact_f64,
-    export_checkpoint, host_values, latest_checkpoint, read_json, read_tensors, write_checkpoint,
+    export_checkpoint, host_values, read_json, read_tensors, usable_checkpoint, write_checkpoint,
     write_json, write_tensors,
 };
 use super::ema::update_average;
@@ -193,7 +193,7 @@ impl<B: AutodiffBackend> Session<B> {
             ema_updates: 0,
             best_epoch: 0,
         };
-        let Some(checkpoint) = latest_checkpoint(&job.work_dir) else {
+        let Some(checkpoint) = usable_checkpoint(&job.work_dir)? else {
             return Ok(fresh);
         };
         let state: CheckpointState = read_json(&checkpoint.join("state.json"))?;

@@ -11,6 +11,7 @@
 //! - `pretrained`: loading official weights and exporting them again
 
 pub mod block;
+pub mod chunkwise;
 pub mod config;
 pub mod embedding;
 mod init;

@@ -16,13 +16,15 @@
 
 use burn::tensor::{Bool, Tensor, activation, backend::Backend};
 
-/// Token counts from which [`chunkwise_stabilized`] trains faster than the parallel form on the
-/// CPU backend (NdArray f32), forward + backward, batch 2, 4 heads, head_dim 48, chunk
-/// [`DEFAULT_CHUNK`]. Measured with `cargo bench --bench sequence` on a 2-core machine (see
-/// `docs/sequence_length.png`): the forms take the same time near 784 tokens (28×28 patches),
-/// the chunkwise form is slower at 196 tokens and faster at 3136, and its peak memory is lower
-/// from 196 tokens on.
-pub const CHUNKWISE_MIN_TOKENS: usize = 784;
+/// Token count from which [`chunkwise_stabilized`] trains faster than the parallel form on the
+/// CPU backend (NdArray f32), forward + backward, batch 1, 4 heads, head_dim 48, chunk
+/// [`DEFAULT_CHUNK`]. Measured with `cargo bench --bench sequence` on a shared 2-core machine
+/// (plot: `docs/sequence_length.png`), ms per iteration parallel / chunkwise: 144 tokens
+/// 12.0 / 13.7, 196 tokens 19.9 / 18.0, 784 tokens 534 / 106, 3136 tokens 15,700 / 683;
+/// interpolating between 144 and 196 puts the crossover near 170 tokens. Peak memory is already
+/// lower from 100 tokens on (1.3 vs 1.5 MiB; 45 vs 1,100 MiB at 3136). A faster parallel kernel
+/// moves the crossover up, so re-measure after changing either form.
+pub const CHUNKWISE_MIN_TOKENS: usize = 170;
 
 /// Chunk length used when the layer picks the chunkwise form: large enough that the per-chunk
 /// matrix products stay efficient, small enough that the S·chunk intermediates stay small.

@@ -159,10 +159,6 @@ fn assert_outputs_match(inputs: &CellInputs, chunk: usize) {
         "outputs are not trivially small ({largest})"
     );
     let (difference, scale) = difference(&chunkwise, &reference);
-    eprintln!(
-        "{} tokens, chunk {chunk}: max |Δ| = {difference:e}",
-        inputs.tokens
-    );
     assert!(
         difference <= OUTPUT_TOLERANCE * scale,
         "{} tokens, chunk {chunk}: max |Δ| = {difference:e} (scale {scale})",

@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 failure (or, for `status`, something is not cached), 2 usage or
 //! validation error, 130 interrupted.
 
+mod bench;
 mod cancel;
 mod compare;
 mod data;
@@ -75,6 +76,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Save a run's weights with the official ViL names, plus the class names and normalisation.
     Export(export::ExportArgs),
+    /// Forward and training-step throughput, GFLOP/s and peak memory of a model preset.
+    Bench(bench::BenchArgs),
 }
 
 /// Options shared by the verbs that take an experiment.
@@ -124,6 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Model(command) => model::run(command),
         Command::Predict(args) => predict::run(&args, &reporter),
         Command::Export(args) => export::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

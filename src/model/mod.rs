@@ -12,6 +12,7 @@
 //! - `pretrained`: loading official weights and exporting them again
 
 pub mod block;
+pub mod chunkwise;
 pub mod config;
 pub mod embedding;
 pub mod fused;

@@ -81,21 +81,9 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 /// without a word by default. Ignored, the write fails with EFBIG instead, and the error is
 /// reported with the path like any other I/O error.
 fn ignore_file_size_signal() {
-    #[cfg(all(
-        any(target_os = "linux", target_os = "macos"),
-        not(any(target_arch = "mips", target_arch = "mips64"))
-    ))]
-    {
-        // SIGXFSZ is 25 on these systems; the `libc` crate is not a dependency, so `signal`
-        // is declared here.
-        const SIGNAL_FILE_SIZE: i32 = 25;
-        const IGNORE: usize = 1;
-        unsafe extern "C" {
-            fn signal(signal: i32, handler: usize) -> usize;
-        }
-        // SAFETY: installing SIG_IGN for one signal at start-up, before any thread exists.
-        unsafe {
-            signal(SIGNAL_FILE_SIZE, IGNORE);
-        }
+    #[cfg(unix)]
+    // SAFETY: installing SIG_IGN for one signal at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }

@@ -223,8 +223,11 @@ impl CoreGradients {
 /// What the backward pass needs from the forward pass of one sample, in logical token order.
 #[derive(Clone, Debug)]
 pub struct SampleActivations {
-    /// Convolution output before the SiLU, `[S, E]`.
+    /// Convolution output before the SiLU, and the SiLU factors of it and of the output gate,
+    /// `[S, E]` each.
     conv: Vec<f32>,
+    conv_factor: Vec<f32>,
+    gate_factor: Vec<f32>,
     /// `[q ‖ k ‖ v]` per token, `[S, 3E]`.
     qkv: Vec<f32>,
     /// Gate pre-activations, `[S, 2H]`: input gates then forget gates.
@@ -259,12 +262,14 @@ pub fn forward(
     );
     let mut output = vec![0.0; shape.batch * sample_size];
     let gate_weights = transposed_gate_weights(shape, params);
+    let tap_weights = transposed_taps(shape, params);
     let activations: Vec<Option<SampleActivations>> = output
         .par_chunks_mut(sample_size)
         .enumerate()
         .map(|(sample, output)| {
             let up = &up[sample * 2 * sample_size..(sample + 1) * 2 * sample_size];
-            let activations = forward_sample(shape, params, &gate_weights, up, output);
+            let activations =
+                forward_sample(shape, params, &gate_weights, &tap_weights, up, output);
             keep.then_some(activations)
         })
         .collect();
@@ -289,6 +294,7 @@ pub fn backward(
     assert_eq!(output_gradient.len(), shape.batch * sample_size);
     let mut up_gradient = vec![0.0; shape.batch * 2 * sample_size];
     let gate_weights = transposed_gate_weights(shape, params);
+    let tap_weights = transposed_taps(shape, params);
     let gradients = up_gradient
         .par_chunks_mut(2 * sample_size)
         .enumerate()
@@ -300,6 +306,7 @@ pub fn backward(
                     shape,
                     params,
                     &gate_weights,
+                    &tap_weights,
                     &up[range],
                     &activations[sample],
                     &output_gradient[sample * sample_size..(sample + 1) * sample_size],
@@ -313,23 +320,22 @@ pub fn backward(
     (up_gradient, gradients)
 }
 
-/// `x / (1 + e^{min(−x, 40)})`, the capped SiLU of `layers::silu`.
+/// The factor `r = 1 / (1 + e^{min(−x, 40)})` of the capped SiLU of `layers::silu`, which is
+/// `x·r`; kept from the forward pass, it gives the derivative without another `exp`.
 #[inline]
-fn silu(input: f32) -> f32 {
-    input / ((-input).min(SILU_EXPONENT_CAP).exp() + 1.0)
+fn silu_factor(input: f32) -> f32 {
+    1.0 / ((-input).min(SILU_EXPONENT_CAP).exp() + 1.0)
 }
 
-/// Derivative of [`silu`] as autodiff takes it through the capped formula.
+/// Derivative of the capped SiLU at `input` from its [`silu_factor`] `r`, as autodiff takes it
+/// through the formula: `r + x·r·(1 − r)`, the second term only where the cap is not active.
 #[inline]
-fn silu_derivative(input: f32) -> f32 {
-    let exponential = (-input).min(SILU_EXPONENT_CAP).exp();
-    let denominator = exponential + 1.0;
-    let through_exponent = if -input < SILU_EXPONENT_CAP {
-        input * exponential / (denominator * denominator)
+fn silu_derivative(input: f32, factor: f32) -> f32 {
+    if -input < SILU_EXPONENT_CAP {
+        factor + input * factor * (1.0 - factor)
     } else {
-        0.0
-    };
-    1.0 / denominator + through_exponent
+        factor
+    }
 }
 
 /// Both gates' weights as `[2H, 3E]` rows (input gates, then forget gates), so that every gate
@@ -346,6 +352,19 @@ fn transposed_gate_weights(shape: &CoreShape, params: &CoreParams) -> Vec<f32> {
         };
         for (feature, value) in row.iter_mut().enumerate() {
             *value = weight[feature * heads + head];
+        }
+    }
+    transposed
+}
+
+/// The convolution weights as `[taps, E]` rows, so that each tap is a contiguous pass over the
+/// channels.
+fn transposed_taps(shape: &CoreShape, params: &CoreParams) -> Vec<f32> {
+    let taps = shape.convolution.taps();
+    let mut transposed = vec![0.0; taps * shape.inner];
+    for (tap, row) in transposed.chunks_exact_mut(shape.inner).enumerate() {
+        for (channel, value) in row.iter_mut().enumerate() {
+            *value = params.conv_weight[channel * taps + tap];
         }
     }
     transposed
@@ -443,8 +462,64 @@ fn block_diagonal(
     input: (&[f32], usize, usize),
     output: (&mut [f32], usize, usize),
 ) {
-    let (input, input_stride, input_offset) = input;
-    let (output, output_stride, output_offset) = output;
+    match shape.block {
+        // ViL's block size: a fixed-size loop the compiler unrolls into vector code.
+        4 => block_diagonal_sized::<4>(shape, weight, bias, input, output),
+        _ => block_diagonal_any(shape, weight, bias, input, output),
+    }
+}
+
+fn block_diagonal_sized<const SIZE: usize>(
+    shape: &CoreShape,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    (input, input_stride, input_offset): (&[f32], usize, usize),
+    (output, output_stride, output_offset): (&mut [f32], usize, usize),
+) {
+    // Each block's matrix transposed, so that the product is a sum of scaled columns.
+    let blocks = shape.inner / SIZE;
+    let mut columns = vec![0.0f32; blocks * SIZE * SIZE];
+    for block in 0..blocks {
+        for row in 0..SIZE {
+            for column in 0..SIZE {
+                columns[block * SIZE * SIZE + column * SIZE + row] =
+                    weight[block * SIZE * SIZE + row * SIZE + column];
+            }
+        }
+    }
+    let zeros = [0.0f32; SIZE];
+    for token in 0..shape.tokens {
+        let source = &input[token * input_stride + input_offset..][..shape.inner];
+        let target = &mut output[token * output_stride + output_offset..][..shape.inner];
+        for (block, (target, source)) in target
+            .chunks_exact_mut(SIZE)
+            .zip(source.chunks_exact(SIZE))
+            .enumerate()
+        {
+            let mut sum: [f32; SIZE] = match bias {
+                Some(bias) => bias[block * SIZE..(block + 1) * SIZE]
+                    .try_into()
+                    .unwrap_or(zeros),
+                None => zeros,
+            };
+            let matrix = &columns[block * SIZE * SIZE..(block + 1) * SIZE * SIZE];
+            for (column, &value) in source.iter().enumerate() {
+                for row in 0..SIZE {
+                    sum[row] += value * matrix[column * SIZE + row];
+                }
+            }
+            target.copy_from_slice(&sum);
+        }
+    }
+}
+
+fn block_diagonal_any(
+    shape: &CoreShape,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    (input, input_stride, input_offset): (&[f32], usize, usize),
+    (output, output_stride, output_offset): (&mut [f32], usize, usize),
+) {
     let size = shape.block;
     for token in 0..shape.tokens {
         let source = &input[token * input_stride + input_offset..][..shape.inner];
@@ -477,7 +552,77 @@ fn block_diagonal_backward(
     bias_gradient: &mut [f32],
     input_gradient: &mut [f32],
 ) {
-    let (output_gradient, stride, offset) = output_gradient;
+    match shape.block {
+        4 => block_diagonal_backward_sized::<4>(
+            shape,
+            weight,
+            input,
+            output_gradient,
+            weight_gradient,
+            bias_gradient,
+            input_gradient,
+        ),
+        _ => block_diagonal_backward_any(
+            shape,
+            weight,
+            input,
+            output_gradient,
+            weight_gradient,
+            bias_gradient,
+            input_gradient,
+        ),
+    }
+}
+
+fn block_diagonal_backward_sized<const SIZE: usize>(
+    shape: &CoreShape,
+    weight: &[f32],
+    input: &[f32],
+    (output_gradient, stride, offset): (&[f32], usize, usize),
+    weight_gradient: &mut [f32],
+    bias_gradient: &mut [f32],
+    input_gradient: &mut [f32],
+) {
+    let inner = shape.inner;
+    for token in 0..shape.tokens {
+        let gradient = &output_gradient[token * stride + offset..][..inner];
+        let source = &input[token * inner..(token + 1) * inner];
+        let source_gradient = &mut input_gradient[token * inner..(token + 1) * inner];
+        if !bias_gradient.is_empty() {
+            for (bias, value) in bias_gradient.iter_mut().zip(gradient) {
+                *bias += value;
+            }
+        }
+        for (((gradient, source), source_gradient), (matrix, matrix_gradient)) in gradient
+            .chunks_exact(SIZE)
+            .zip(source.chunks_exact(SIZE))
+            .zip(source_gradient.chunks_exact_mut(SIZE))
+            .zip(
+                weight
+                    .chunks_exact(SIZE * SIZE)
+                    .zip(weight_gradient.chunks_exact_mut(SIZE * SIZE)),
+            )
+        {
+            for row in 0..SIZE {
+                let value = gradient[row];
+                for column in 0..SIZE {
+                    matrix_gradient[row * SIZE + column] += value * source[column];
+                    source_gradient[column] += value * matrix[row * SIZE + column];
+                }
+            }
+        }
+    }
+}
+
+fn block_diagonal_backward_any(
+    shape: &CoreShape,
+    weight: &[f32],
+    input: &[f32],
+    (output_gradient, stride, offset): (&[f32], usize, usize),
+    weight_gradient: &mut [f32],
+    bias_gradient: &mut [f32],
+    input_gradient: &mut [f32],
+) {
     let size = shape.block;
     let inner = shape.inner;
     for token in 0..shape.tokens {
@@ -594,6 +739,7 @@ fn forward_sample(
     shape: &CoreShape,
     params: &CoreParams,
     gate_weights: &[f32],
+    tap_weights: &[f32],
     up: &[f32],
     output: &mut [f32],
 ) -> SampleActivations {
@@ -605,7 +751,6 @@ fn forward_sample(
         ..
     } = *shape;
     let head_dim = shape.head_dim();
-    let taps = convolution.taps();
     let branch = |token: usize| &up[shape.row(token) * 2 * inner..][..inner];
 
     // L2: convolution (+ bias), then SiLU.
@@ -613,12 +758,14 @@ fn forward_sample(
     for (token, row) in conv.chunks_exact_mut(inner).enumerate() {
         row.copy_from_slice(params.conv_bias);
         convolution.for_each_source(token, |tap, source| {
-            for ((value, input), channel) in row.iter_mut().zip(branch(source)).zip(0..) {
-                *value += params.conv_weight[channel * taps + tap] * input;
+            let weights = &tap_weights[tap * inner..(tap + 1) * inner];
+            for ((value, input), weight) in row.iter_mut().zip(branch(source)).zip(weights) {
+                *value += weight * input;
             }
         });
     }
-    let activated: Vec<f32> = conv.iter().map(|&value| silu(value)).collect();
+    let conv_factor: Vec<f32> = conv.iter().map(|&value| silu_factor(value)).collect();
+    let activated: Vec<f32> = conv.iter().zip(&conv_factor).map(|(x, r)| x * r).collect();
 
     // L3: q and k from the activated convolution, v from the raw branch.
     let mut branch_rows = vec![0.0; tokens * inner];
@@ -735,6 +882,7 @@ fn forward_sample(
     // L6 and L7: per-head norm, learnable skip, output gate.
     let mut norm_mean = vec![0.0; tokens * heads];
     let mut norm_inverse_std = vec![0.0; tokens * heads];
+    let mut gate_factor = vec![0.0; tokens * inner];
     for token in 0..tokens {
         let gate = &up[shape.row(token) * 2 * inner + inner..][..inner];
         let target = &mut output[shape.row(token) * inner..][..inner];
@@ -755,13 +903,17 @@ fn forward_sample(
                 let scaled = normalised * (params.norm_weight[channel] + 1.0)
                     + params.norm_bias.map_or(0.0, |bias| bias[channel]);
                 let skipped = scaled + activated[token * inner + channel] * params.skip[channel];
-                target[channel] = skipped * silu(gate[channel]);
+                let factor = silu_factor(gate[channel]);
+                gate_factor[token * inner + channel] = factor;
+                target[channel] = skipped * (gate[channel] * factor);
             }
         }
     }
 
     SampleActivations {
         conv,
+        conv_factor,
+        gate_factor,
         qkv,
         gates,
         cumulative,
@@ -778,6 +930,7 @@ fn backward_sample(
     shape: &CoreShape,
     params: &CoreParams,
     gate_weights: &[f32],
+    tap_weights: &[f32],
     up: &[f32],
     saved: &SampleActivations,
     output_gradient: &[f32],
@@ -795,7 +948,12 @@ fn backward_sample(
     let taps = convolution.taps();
     let width = 3 * inner;
     let gate_width = 2 * heads;
-    let activated: Vec<f32> = saved.conv.iter().map(|&value| silu(value)).collect();
+    let activated: Vec<f32> = saved
+        .conv
+        .iter()
+        .zip(&saved.conv_factor)
+        .map(|(x, r)| x * r)
+        .collect();
 
     // L7 and L6 backward: output gate, skip, per-head norm.
     let mut activated_gradient = vec![0.0; tokens * inner];
@@ -817,9 +975,10 @@ fn backward_sample(
                     + params.norm_bias.map_or(0.0, |bias| bias[channel]);
                 let skipped = scaled + activated[index] * params.skip[channel];
                 let gradient = incoming[channel];
+                let factor = saved.gate_factor[index];
                 up_gradient[row * 2 * inner + inner + channel] =
-                    gradient * skipped * silu_derivative(gate[channel]);
-                let skipped_gradient = gradient * silu(gate[channel]);
+                    gradient * skipped * silu_derivative(gate[channel], factor);
+                let skipped_gradient = gradient * (gate[channel] * factor);
                 gradients.skip[channel] += skipped_gradient * activated[index];
                 activated_gradient[index] = skipped_gradient * params.skip[channel];
                 gradients.norm_weight[channel] += skipped_gradient * normal;
@@ -1064,25 +1223,43 @@ fn backward_sample(
     );
 
     // L2 backward: SiLU, bias, taps.
+    let mut conv_gradient = vec![0.0; inner];
+    let mut tap_gradients = vec![0.0; taps * inner];
     for (token, row) in activated_gradient.chunks_exact(inner).enumerate() {
-        let conv = &saved.conv[token * inner..(token + 1) * inner];
-        let conv_gradient: Vec<f32> = row
-            .iter()
-            .zip(conv)
-            .map(|(gradient, &value)| gradient * silu_derivative(value))
-            .collect();
+        let span = token * inner..(token + 1) * inner;
+        for (((target, gradient), &value), &factor) in conv_gradient
+            .iter_mut()
+            .zip(row)
+            .zip(&saved.conv[span.clone()])
+            .zip(&saved.conv_factor[span])
+        {
+            *target = gradient * silu_derivative(value, factor);
+        }
         for (bias, gradient) in gradients.conv_bias.iter_mut().zip(&conv_gradient) {
             *bias += gradient;
         }
         convolution.for_each_source(token, |tap, source| {
             let input = &branch_rows[source * inner..(source + 1) * inner];
             let input_gradient = &mut branch_gradient[source * inner..(source + 1) * inner];
-            for channel in 0..inner {
-                let gradient = conv_gradient[channel];
-                gradients.conv_weight[channel * taps + tap] += gradient * input[channel];
-                input_gradient[channel] += params.conv_weight[channel * taps + tap] * gradient;
+            let weights = &tap_weights[tap * inner..(tap + 1) * inner];
+            let weight_gradients = &mut tap_gradients[tap * inner..(tap + 1) * inner];
+            for ((((weight_gradient, input_gradient), &weight), &input), &gradient) in
+                weight_gradients
+                    .iter_mut()
+                    .zip(input_gradient.iter_mut())
+                    .zip(weights)
+                    .zip(input)
+                    .zip(&conv_gradient)
+            {
+                *weight_gradient += gradient * input;
+                *input_gradient += weight * gradient;
             }
         });
+    }
+    for (tap, row) in tap_gradients.chunks_exact(inner).enumerate() {
+        for (channel, value) in row.iter().enumerate() {
+            gradients.conv_weight[channel * taps + tap] += value;
+        }
     }
     for (token, row) in branch_gradient.chunks_exact(inner).enumerate() {
         up_gradient[shape.row(token) * 2 * inner..][..inner].copy_from_slice(row);

@@ -14,11 +14,12 @@ optimiser alone; vilab's figure also includes its data loader.
 
 Usage: torch_throughput.py --dim 192 --depth 24 --image-size 224 --batch 64 --steps 20 \
            --precision f32|bf16 [--compile]
-Prints one line: `pytorch <precision> <devices> device(s): <images/s> img/s (<params> parameters)`.
+Prints one line: `pytorch <device> <precision> 1 device(s): <images/s> img/s (<params> parameters, peak <MiB> MiB)`.
 """
 
 import argparse
 import math
+import resource
 import time
 
 import torch
@@ -200,7 +201,7 @@ def main():
     seconds = time.perf_counter() - start
     print(
         f"pytorch {device.type} {args.precision} 1 device(s): {args.batch * args.steps / seconds:.1f} img/s "
-        f"({params} parameters)"
+        f"({params} parameters, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB)"
     )
 
 

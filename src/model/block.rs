@@ -110,7 +110,8 @@ impl<B: Backend> ViLLayer<B> {
         grid: [usize; 2],
         kernels: Kernels,
     ) -> Tensor<B, 3> {
-        if kernels == Kernels::Fused && fused::available::<B>() {
+        let [_, tokens, _] = input.dims();
+        if kernels == Kernels::Fused && fused::available::<B>() && tokens < fused::MAX_TOKENS {
             return self.forward_fused(input, grid);
         }
         self.forward_generic(input, grid)

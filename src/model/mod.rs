@@ -5,6 +5,7 @@
 //! - `init`: the official initialisers
 //! - `layers`: ViL layer norms, block-diagonal projection, depthwise convolutions, DropPath
 //! - `mlstm`: the stabilised parallel mLSTM cell and its gates
+//! - `chunkwise`: the same cell in chunks, O(S·chunk) memory, chosen above a measured length
 //! - `fused`: the layer core (L2-L7) as one hand-written CPU kernel with its own backward pass
 //! - `block`: the mLSTM layer and the (paired) pre-norm residual blocks
 //! - `embedding`: patch embedding, learned positional embedding, bicubic resize

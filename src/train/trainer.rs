@@ -332,8 +332,17 @@ pub fn run_training<B: AutodiffBackend>(
         };
         session.finish_epoch(job, row.clone());
         let checkpoint_step = u64::from(epoch) * steps_per_epoch;
-        session.save(job, checkpoint_step)?;
+        let checkpoint = session.save(job, checkpoint_step)?;
         reporter.stage("train", &epoch_line(job, &row));
+        // An interrupt during validation or checkpointing is honoured here, at the epoch
+        // boundary, rather than after the next epoch's first step (or never, after the last).
+        if crate::interrupt::requested() {
+            return Err(TrainError::Interrupted {
+                epoch,
+                step: steps_per_epoch,
+                checkpoint,
+            });
+        }
     }
     session.write_outputs(job)?;
     let best_value = session

@@ -46,6 +46,12 @@ impl Kernels {
     }
 }
 
+/// Sequence length from which the generic layer with the chunkwise cell trains faster than the
+/// fused kernel, whose cell is the O(S²) parallel form. Measured with `vilab bench --model
+/// vil_micro --image-size N` (patch 4), train images/s fused / generic-chunkwise: 784 tokens
+/// 3.3 / 2.5, 3136 tokens 0.1 / 0.4; the time ratio grows like S^1.2, which crosses 1 near 1,000.
+pub const MAX_TOKENS: usize = 1024;
+
 /// Whether backend `B` has the fused kernel.
 pub fn available<B: Backend>() -> bool {
     let id = TypeId::of::<B>();

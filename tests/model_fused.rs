@@ -240,3 +240,35 @@ fn fused_inference_matches_training_forward() {
     );
     assert!(scaled_difference(&inference, &generic) <= 1e-5);
 }
+
+#[test]
+fn fused_gradients_are_the_same_bits_for_any_thread_count() {
+    let device = Default::default();
+    Training::seed(&device, 3);
+    let config = VilConfig::new(16, 2).with_patch_size(4).with_image_size(16);
+    let layer =
+        ViLLayer::<Training>::new(&config, Direction::FromTopLeft, &device).map(&mut Perturb {
+            spread: 0.3,
+            path: Vec::new(),
+            gate_offset: 0.0,
+        });
+    let input = Tensor::<Backend, 3>::random([9, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let weights =
+        Tensor::<Backend, 3>::random([9, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let gradients_with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| run(&layer, &input, &weights, [4, 4], Kernels::Fused).1)
+    };
+    let one = gradients_with(1);
+    let three = gradients_with(3);
+    for (name, gradient) in &one {
+        assert_eq!(
+            gradient.to_data(),
+            three[name].to_data(),
+            "{name}: the gradient depends on the thread count"
+        );
+    }
+}

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{EXIT_OK, EXIT_USAGE};
-use crate::model::{PRESET_NAMES, VilConfig, VisionLstm, preset};
+use crate::model::{VilConfig, VisionLstm};
 use crate::spec::types::{BackendKind, TrainSpec};
 use crate::train::optimizer::Optimizer;
 use crate::train::parallel::{BatchView, backend_rng_lock, batch_gradients};
@@ -102,24 +102,13 @@ struct Throughput {
 
 /// Runs `vilab bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
-    let Some(mut config) = preset(&args.model) else {
-        let close = crate::spec::problems::suggest(&args.model, PRESET_NAMES.iter().copied());
-        eprintln!(
-            "error: unknown model `{}`{}; known: {}",
-            args.model,
-            close.map_or(String::new(), |c| format!(" (did you mean `{c}`?)")),
-            PRESET_NAMES.join(", ")
-        );
-        return Ok(EXIT_USAGE);
+    let config = match super::model::preset_with(&args.model, args.classes, args.image_size) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(EXIT_USAGE);
+        }
     };
-    config.num_classes = args.classes;
-    if let Some(size) = args.image_size {
-        config.image_size = size;
-    }
-    if let Err(message) = config.validate() {
-        eprintln!("error: {}: {message}", args.model);
-        return Ok(EXIT_USAGE);
-    }
     if args.batch == 0 || args.steps == 0 {
         eprintln!("error: --batch and --steps must be at least 1");
         return Ok(EXIT_USAGE);

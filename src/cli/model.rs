@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 
 use super::{EXIT_OK, EXIT_USAGE};
-use crate::model::{PRESET_NAMES, preset};
+use crate::model::{PRESET_NAMES, VilConfig, preset};
 
 /// Model utilities.
 #[derive(Debug, Subcommand)]
@@ -41,24 +41,13 @@ fn grouped(number: u64) -> String {
 /// Runs a model subcommand.
 pub fn run(command: ModelCommand) -> anyhow::Result<u8> {
     let ModelCommand::Info(args) = command;
-    let Some(mut config) = preset(&args.name) else {
-        let close = crate::spec::problems::suggest(&args.name, PRESET_NAMES.iter().copied());
-        eprintln!(
-            "error: unknown model `{}`{}; known: {}",
-            args.name,
-            close.map_or(String::new(), |c| format!(" (did you mean `{c}`?)")),
-            PRESET_NAMES.join(", ")
-        );
-        return Ok(EXIT_USAGE);
+    let config = match preset_with(&args.name, args.classes, args.image_size) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(EXIT_USAGE);
+        }
     };
-    config.num_classes = args.classes;
-    if let Some(size) = args.image_size {
-        config.image_size = size;
-    }
-    if let Err(message) = config.validate() {
-        eprintln!("error: {}: {message}", args.name);
-        return Ok(EXIT_USAGE);
-    }
     let count = config.param_count();
     let macs = config.forward_macs();
     let tokens = config.num_tokens() as u64;
@@ -94,4 +83,29 @@ pub fn run(command: ModelCommand) -> anyhow::Result<u8> {
         causal as f64 / 1e9
     );
     Ok(EXIT_OK)
+}
+
+/// The preset `name` with its class count and (optionally) image size replaced, validated; the
+/// error is one line naming the model, with a suggestion for a misspelt name.
+pub(crate) fn preset_with(
+    name: &str,
+    classes: usize,
+    image_size: Option<usize>,
+) -> Result<VilConfig, String> {
+    let Some(mut config) = preset(name) else {
+        let close = crate::spec::problems::suggest(name, PRESET_NAMES.iter().copied());
+        return Err(format!(
+            "unknown model `{name}`{}; known: {}",
+            close.map_or(String::new(), |c| format!(" (did you mean `{c}`?)")),
+            PRESET_NAMES.join(", ")
+        ));
+    };
+    config.num_classes = classes;
+    if let Some(size) = image_size {
+        config.image_size = size;
+    }
+    config
+        .validate()
+        .map_err(|message| format!("{name}: {message}"))?;
+    Ok(config)
 }

@@ -16,6 +16,8 @@
 
 use burn::tensor::{Bool, Tensor, activation, backend::Backend};
 
+use super::mlstm::cumulative_rounding_error;
+
 /// Token count from which [`chunkwise_stabilized`] trains faster than the parallel form on the
 /// CPU backend (NdArray f32), forward + backward, batch 1, 4 heads, head_dim 48, chunk
 /// [`DEFAULT_CHUNK`]. Measured with `cargo bench --bench sequence` on a shared 2-core machine
@@ -191,21 +193,4 @@ fn next_state<B: Backend>(
         normaliser,
         stabiliser: shifted_max + last_rounding,
     }
-}
-
-/// Running sum of the rounding errors of `sums = cumsum(terms)` along axis 2, from Knuth's
-/// TwoSum applied to each step `sums[t] = fl(sums[t-1] + terms[t])` (the parallel form does the
-/// same over the whole sequence).
-fn cumulative_rounding_error<B: Backend>(terms: Tensor<B, 4>, sums: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [batch, heads, tokens, width] = sums.dims();
-    let start = Tensor::zeros([batch, heads, 1, width], &sums.device());
-    let previous = if tokens > 1 {
-        Tensor::cat(vec![start, sums.clone().narrow(2, 0, tokens - 1)], 2)
-    } else {
-        start
-    };
-    let term_part = sums.clone() - previous.clone();
-    let previous_part = sums - term_part.clone();
-    let step_error = (previous - previous_part) + (terms - term_part);
-    step_error.cumsum(2)
 }

@@ -222,8 +222,12 @@ fn parallel_stabilized_transposed_key<B: Backend>(
 }
 
 /// Running sum of the rounding errors of `sums = cumsum(terms)` along axis 2, from Knuth's
-/// TwoSum applied to each step `sums[t] = fl(sums[t-1] + terms[t])`.
-fn cumulative_rounding_error<B: Backend>(terms: Tensor<B, 4>, sums: Tensor<B, 4>) -> Tensor<B, 4> {
+/// TwoSum applied to each step `sums[t] = fl(sums[t-1] + terms[t])`; the chunkwise form applies
+/// it within each chunk.
+pub(crate) fn cumulative_rounding_error<B: Backend>(
+    terms: Tensor<B, 4>,
+    sums: Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let [batch, heads, tokens, width] = sums.dims();
     let start = Tensor::zeros([batch, heads, 1, width], &sums.device());
     let previous = if tokens > 1 {

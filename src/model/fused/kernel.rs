@@ -190,6 +190,27 @@ impl CoreGradients {
         }
     }
 
+    /// The gradients in the order of the parameter slots (`fused::PARAMETER_NAMES`).
+    pub fn into_fields(self) -> [Vec<f32>; 15] {
+        [
+            self.conv_weight,
+            self.conv_bias,
+            self.query_weight,
+            self.key_weight,
+            self.value_weight,
+            self.query_bias,
+            self.key_bias,
+            self.value_bias,
+            self.input_gate_weight,
+            self.input_gate_bias,
+            self.forget_gate_weight,
+            self.forget_gate_bias,
+            self.norm_weight,
+            self.norm_bias,
+            self.skip,
+        ]
+    }
+
     fn fields_mut(&mut self) -> [&mut Vec<f32>; 15] {
         [
             &mut self.conv_weight,
@@ -295,28 +316,33 @@ pub fn backward(
     let mut up_gradient = vec![0.0; shape.batch * 2 * sample_size];
     let gate_weights = transposed_gate_weights(shape, params);
     let tap_weights = transposed_taps(shape, params);
-    let gradients = up_gradient
+    // One gradient set per sample, summed in sample order afterwards: the result is then the
+    // same bits whatever the thread count or work stealing, which bit-identical resume (and
+    // equal results from differently sized machines) depends on.
+    let per_sample: Vec<CoreGradients> = up_gradient
         .par_chunks_mut(2 * sample_size)
         .enumerate()
-        .fold(
-            || CoreGradients::zeros(shape, params),
-            |mut gradients, (sample, up_gradient)| {
-                let range = sample * 2 * sample_size..(sample + 1) * 2 * sample_size;
-                backward_sample(
-                    shape,
-                    params,
-                    &gate_weights,
-                    &tap_weights,
-                    &up[range],
-                    &activations[sample],
-                    &output_gradient[sample * sample_size..(sample + 1) * sample_size],
-                    up_gradient,
-                    &mut gradients,
-                );
-                gradients
-            },
-        )
-        .reduce(|| CoreGradients::zeros(shape, params), CoreGradients::add);
+        .map(|(sample, up_gradient)| {
+            let mut gradients = CoreGradients::zeros(shape, params);
+            let range = sample * 2 * sample_size..(sample + 1) * 2 * sample_size;
+            backward_sample(
+                shape,
+                params,
+                &gate_weights,
+                &tap_weights,
+                &up[range],
+                &activations[sample],
+                &output_gradient[sample * sample_size..(sample + 1) * sample_size],
+                up_gradient,
+                &mut gradients,
+            );
+            gradients
+        })
+        .collect();
+    let gradients = per_sample
+        .into_iter()
+        .reduce(CoreGradients::add)
+        .unwrap_or_else(|| CoreGradients::zeros(shape, params));
     (up_gradient, gradients)
 }
 

@@ -23,7 +23,7 @@ use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
-use self::kernel::{CoreGradients, CoreParams, CoreShape, SampleActivations};
+use self::kernel::{CoreParams, CoreShape, SampleActivations};
 use crate::backend::{Cpu, CpuTrain};
 
 /// Which implementation of the layer core to run.
@@ -249,40 +249,7 @@ impl Backward<Cpu, PARENT_COUNT> for CoreBackward {
             &state.activations,
             &values(&output_gradient),
         );
-        let CoreGradients {
-            conv_weight,
-            conv_bias,
-            query_weight,
-            key_weight,
-            value_weight,
-            query_bias,
-            key_bias,
-            value_bias,
-            input_gate_weight,
-            input_gate_bias,
-            forget_gate_weight,
-            forget_gate_bias,
-            norm_weight,
-            norm_bias,
-            skip,
-        } = gradients;
-        let parameter_gradients = [
-            conv_weight,
-            conv_bias,
-            query_weight,
-            key_weight,
-            value_weight,
-            query_bias,
-            key_bias,
-            value_bias,
-            input_gate_weight,
-            input_gate_bias,
-            forget_gate_weight,
-            forget_gate_bias,
-            norm_weight,
-            norm_bias,
-            skip,
-        ];
+        let parameter_gradients = gradients.into_fields();
         let [up_parent, parameter_parents @ ..] = ops.parents;
         if let Some(node) = up_parent {
             let dims = vec![shape.batch, shape.tokens, 2 * shape.inner];

@@ -100,6 +100,31 @@ fn cases() -> Vec<(String, Case)> {
             .with_pooling(Pooling::BilateralFlatten)
     };
     let mut cases = Vec::new();
+    // 72 tokens on a 9×8 grid: more than one row block of the kernel's triangular products,
+    // and a grid that is not square.
+    for (config, direction, tag) in [
+        (v1(), Direction::FromTopLeft, "v1_top_left_72_tokens"),
+        (
+            v1(),
+            Direction::FromBottomRight,
+            "v1_bottom_right_72_tokens",
+        ),
+        (
+            v2(),
+            Direction::FromBottomRight,
+            "v2_bottom_right_72_tokens",
+        ),
+    ] {
+        cases.push((
+            tag.to_owned(),
+            Case {
+                config,
+                direction,
+                grid: [9, 8],
+                gate_offset: 0.0,
+            },
+        ));
+    }
     for (direction, tag) in [
         (Direction::FromTopLeft, "top_left"),
         (Direction::FromBottomRight, "bottom_right"),

@@ -479,6 +479,105 @@ fn gemm(
     }
 }
 
+/// Rows per block of the triangular products below.
+const TRIANGLE_BLOCK: usize = 32;
+
+/// `output = α·left·right` where only the lower triangle of the `tokens × tokens` output is
+/// needed (the causal part of M3–M5): each block of rows stops at the block's last column, which
+/// saves nearly half the work. Entries right of that are left as they were.
+fn gemm_lower_output(
+    [tokens, depth]: [usize; 2],
+    alpha: f32,
+    (left, left_row_stride, left_column_stride): (&[f32], usize, usize),
+    right: (&[f32], usize, usize),
+    (output, output_row_stride, output_column_stride): (&mut [f32], usize, usize),
+) {
+    for start in (0..tokens).step_by(TRIANGLE_BLOCK) {
+        let rows = TRIANGLE_BLOCK.min(tokens - start);
+        gemm(
+            [rows, depth, start + rows],
+            alpha,
+            (
+                &left[start * left_row_stride..],
+                left_row_stride,
+                left_column_stride,
+            ),
+            right,
+            0.0,
+            (
+                &mut output[start * output_row_stride..],
+                output_row_stride,
+                output_column_stride,
+            ),
+        );
+    }
+}
+
+/// `output = α·L·right` for a lower-triangular `tokens × tokens` L (zero above the diagonal):
+/// each block of rows reads L's columns only up to the block's end.
+fn gemm_lower_left(
+    [tokens, columns]: [usize; 2],
+    alpha: f32,
+    (lower, lower_row_stride, lower_column_stride): (&[f32], usize, usize),
+    right: (&[f32], usize, usize),
+    (output, output_row_stride, output_column_stride): (&mut [f32], usize, usize),
+) {
+    for start in (0..tokens).step_by(TRIANGLE_BLOCK) {
+        let rows = TRIANGLE_BLOCK.min(tokens - start);
+        gemm(
+            [rows, start + rows, columns],
+            alpha,
+            (
+                &lower[start * lower_row_stride..],
+                lower_row_stride,
+                lower_column_stride,
+            ),
+            right,
+            0.0,
+            (
+                &mut output[start * output_row_stride..],
+                output_row_stride,
+                output_column_stride,
+            ),
+        );
+    }
+}
+
+/// `output = α·U·right` for an upper-triangular `tokens × tokens` U (the transpose of a lower
+/// one, given as a strided view): each block of rows reads U's columns, and `right`'s rows, only
+/// from the block's start on.
+fn gemm_upper_left(
+    [tokens, columns]: [usize; 2],
+    alpha: f32,
+    (upper, upper_row_stride, upper_column_stride): (&[f32], usize, usize),
+    (right, right_row_stride, right_column_stride): (&[f32], usize, usize),
+    (output, output_row_stride, output_column_stride): (&mut [f32], usize, usize),
+) {
+    for start in (0..tokens).step_by(TRIANGLE_BLOCK) {
+        let rows = TRIANGLE_BLOCK.min(tokens - start);
+        gemm(
+            [rows, tokens - start, columns],
+            alpha,
+            (
+                &upper[start * upper_row_stride + start * upper_column_stride..],
+                upper_row_stride,
+                upper_column_stride,
+            ),
+            (
+                &right[start * right_row_stride..],
+                right_row_stride,
+                right_column_stride,
+            ),
+            0.0,
+            (
+                &mut output[start * output_row_stride..],
+                output_row_stride,
+                output_column_stride,
+            ),
+        );
+    }
+}
+
 /// `output[t, blk·s + o] = Σ_d weight[blk, o, d] · input[t, blk·s + d] (+ bias)`, writing into the
 /// `width`-strided rows of `output` starting at column `offset`.
 fn block_diagonal(
@@ -868,17 +967,20 @@ fn forward_sample(
         let query = &qkv[head * head_dim..];
         let key = &qkv[inner + head * head_dim..];
         let value = &qkv[2 * inner + head * head_dim..];
-        // M5: C = (q·kᵀ/√DH) ⊙ D'.
-        gemm(
-            [tokens, head_dim, tokens],
+        // M5: C = (q·kᵀ/√DH) ⊙ D', lower triangle only.
+        gemm_lower_output(
+            [tokens, head_dim],
             scale,
             (query, width, 1),
             (key, 1, width),
-            0.0,
             (&mut scratch.product, tokens, 1),
         );
-        for (product, decay) in scratch.product.iter_mut().zip(&scratch.decay) {
-            *product *= decay;
+        for t in 0..tokens {
+            let row = &mut scratch.product[t * tokens..(t + 1) * tokens];
+            for (product, decay) in row[..=t].iter_mut().zip(&scratch.decay[t * tokens..]) {
+                *product *= decay;
+            }
+            row[t + 1..].fill(0.0);
         }
         // M6
         for t in 0..tokens {
@@ -889,12 +991,11 @@ fn forward_sample(
         }
         // M7: h = C·v / (n + ε).
         let hidden_head = &mut hidden[head * head_dim..];
-        gemm(
-            [tokens, tokens, head_dim],
+        gemm_lower_left(
+            [tokens, head_dim],
             1.0,
             (&scratch.product, tokens, 1),
             (value, width, 1),
-            0.0,
             (hidden_head, inner, 1),
         );
         for t in 0..tokens {
@@ -1058,13 +1159,12 @@ fn backward_sample(
         let query = &saved.qkv[head * head_dim..];
         let key = &saved.qkv[inner + head * head_dim..];
         let value = &saved.qkv[2 * inner + head * head_dim..];
-        // P = q·kᵀ/√DH (kept in `product`), C = P ⊙ D' rebuilt on the fly below.
-        gemm(
-            [tokens, head_dim, tokens],
+        // P = q·kᵀ/√DH (kept in `product`, lower triangle), C = P ⊙ D' rebuilt on the fly below.
+        gemm_lower_output(
+            [tokens, head_dim],
             scale,
             (query, width, 1),
             (key, 1, width),
-            0.0,
             (&mut scratch.product, tokens, 1),
         );
         // M7: dY = dh / N and dN; M6: which side of the max the normaliser took.
@@ -1094,12 +1194,11 @@ fn backward_sample(
             }
         }
         // dC = dY·vᵀ + dr (row-broadcast); only s ≤ t matters.
-        gemm(
-            [tokens, head_dim, tokens],
+        gemm_lower_output(
+            [tokens, head_dim],
             1.0,
             (&scaled_gradient, head_dim, 1),
             (value, 1, width),
-            0.0,
             (&mut combination_gradient, tokens, 1),
         );
         for t in 0..tokens {
@@ -1127,29 +1226,26 @@ fn backward_sample(
                 scratch.product[index] = 0.0;
             }
         }
-        gemm(
-            [tokens, tokens, head_dim],
+        gemm_upper_left(
+            [tokens, head_dim],
             1.0,
             (&scratch.decay, 1, tokens),
             (&scaled_gradient, head_dim, 1),
-            0.0,
             (&mut qkv_gradient[2 * inner + head * head_dim..], width, 1),
         );
         // dq = dP·k/√DH, dk = dPᵀ·q/√DH.
-        gemm(
-            [tokens, tokens, head_dim],
+        gemm_lower_left(
+            [tokens, head_dim],
             scale,
             (&combination_gradient, tokens, 1),
             (key, width, 1),
-            0.0,
             (&mut qkv_gradient[head * head_dim..], width, 1),
         );
-        gemm(
-            [tokens, tokens, head_dim],
+        gemm_upper_left(
+            [tokens, head_dim],
             scale,
             (&combination_gradient, 1, tokens),
             (query, width, 1),
-            0.0,
             (&mut qkv_gradient[inner + head * head_dim..], width, 1),
         );
         // M4 backward: m_t = max_s L_ts gets −Σ_s dL_ts (through D') plus the stabiliser's share,

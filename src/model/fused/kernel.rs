@@ -482,89 +482,30 @@ fn gemm(
 /// Rows per block of the triangular products below.
 const TRIANGLE_BLOCK: usize = 32;
 
-/// `output = α·left·right` where only the lower triangle of the `tokens × tokens` output is
-/// needed (the causal part of M3–M5): each block of rows stops at the block's last column, which
-/// saves nearly half the work. Entries right of that are left as they were.
-fn gemm_lower_output(
-    [tokens, depth]: [usize; 2],
+/// `output = α·left·right` computed by blocks of `TRIANGLE_BLOCK` output rows, where `block`
+/// says, for the rows starting at `start`, which part of the depth axis contributes and how
+/// many output columns are needed; a triangular operand or output then costs about half.
+fn gemm_row_blocks(
+    tokens: usize,
     alpha: f32,
     (left, left_row_stride, left_column_stride): (&[f32], usize, usize),
-    right: (&[f32], usize, usize),
+    (right, right_row_stride, right_column_stride): (&[f32], usize, usize),
     (output, output_row_stride, output_column_stride): (&mut [f32], usize, usize),
+    block: impl Fn(usize, usize) -> (std::ops::Range<usize>, usize),
 ) {
     for start in (0..tokens).step_by(TRIANGLE_BLOCK) {
         let rows = TRIANGLE_BLOCK.min(tokens - start);
+        let (depth, columns) = block(start, rows);
         gemm(
-            [rows, depth, start + rows],
+            [rows, depth.len(), columns],
             alpha,
             (
-                &left[start * left_row_stride..],
+                &left[start * left_row_stride + depth.start * left_column_stride..],
                 left_row_stride,
                 left_column_stride,
             ),
-            right,
-            0.0,
             (
-                &mut output[start * output_row_stride..],
-                output_row_stride,
-                output_column_stride,
-            ),
-        );
-    }
-}
-
-/// `output = α·L·right` for a lower-triangular `tokens × tokens` L (zero above the diagonal):
-/// each block of rows reads L's columns only up to the block's end.
-fn gemm_lower_left(
-    [tokens, columns]: [usize; 2],
-    alpha: f32,
-    (lower, lower_row_stride, lower_column_stride): (&[f32], usize, usize),
-    right: (&[f32], usize, usize),
-    (output, output_row_stride, output_column_stride): (&mut [f32], usize, usize),
-) {
-    for start in (0..tokens).step_by(TRIANGLE_BLOCK) {
-        let rows = TRIANGLE_BLOCK.min(tokens - start);
-        gemm(
-            [rows, start + rows, columns],
-            alpha,
-            (
-                &lower[start * lower_row_stride..],
-                lower_row_stride,
-                lower_column_stride,
-            ),
-            right,
-            0.0,
-            (
-                &mut output[start * output_row_stride..],
-                output_row_stride,
-                output_column_stride,
-            ),
-        );
-    }
-}
-
-/// `output = α·U·right` for an upper-triangular `tokens × tokens` U (the transpose of a lower
-/// one, given as a strided view): each block of rows reads U's columns, and `right`'s rows, only
-/// from the block's start on.
-fn gemm_upper_left(
-    [tokens, columns]: [usize; 2],
-    alpha: f32,
-    (upper, upper_row_stride, upper_column_stride): (&[f32], usize, usize),
-    (right, right_row_stride, right_column_stride): (&[f32], usize, usize),
-    (output, output_row_stride, output_column_stride): (&mut [f32], usize, usize),
-) {
-    for start in (0..tokens).step_by(TRIANGLE_BLOCK) {
-        let rows = TRIANGLE_BLOCK.min(tokens - start);
-        gemm(
-            [rows, tokens - start, columns],
-            alpha,
-            (
-                &upper[start * upper_row_stride + start * upper_column_stride..],
-                upper_row_stride,
-                upper_column_stride,
-            ),
-            (
-                &right[start * right_row_stride..],
+                &right[depth.start * right_row_stride..],
                 right_row_stride,
                 right_column_stride,
             ),
@@ -576,6 +517,50 @@ fn gemm_upper_left(
             ),
         );
     }
+}
+
+/// `output = α·left·right` where only the lower triangle of the `tokens × tokens` output is
+/// needed (the causal part of M3–M5): each block of rows stops at the block's last column.
+/// Entries right of that are left as they were.
+fn gemm_lower_output(
+    [tokens, depth]: [usize; 2],
+    alpha: f32,
+    left: (&[f32], usize, usize),
+    right: (&[f32], usize, usize),
+    output: (&mut [f32], usize, usize),
+) {
+    gemm_row_blocks(tokens, alpha, left, right, output, |start, rows| {
+        (0..depth, start + rows)
+    });
+}
+
+/// `output = α·L·right` for a lower-triangular `tokens × tokens` L (zero above the diagonal):
+/// each block of rows reads L's columns only up to the block's end.
+fn gemm_lower_left(
+    [tokens, columns]: [usize; 2],
+    alpha: f32,
+    lower: (&[f32], usize, usize),
+    right: (&[f32], usize, usize),
+    output: (&mut [f32], usize, usize),
+) {
+    gemm_row_blocks(tokens, alpha, lower, right, output, |start, rows| {
+        (0..start + rows, columns)
+    });
+}
+
+/// `output = α·U·right` for an upper-triangular `tokens × tokens` U (the transpose of a lower
+/// one, given as a strided view): each block of rows reads U's columns, and `right`'s rows, only
+/// from the block's start on.
+fn gemm_upper_left(
+    [tokens, columns]: [usize; 2],
+    alpha: f32,
+    upper: (&[f32], usize, usize),
+    right: (&[f32], usize, usize),
+    output: (&mut [f32], usize, usize),
+) {
+    gemm_row_blocks(tokens, alpha, upper, right, output, |start, _| {
+        (start..tokens, columns)
+    });
 }
 
 /// `output[t, blk·s + o] = Σ_d weight[blk, o, d] · input[t, blk·s + d] (+ bias)`, writing into the

@@ -21,7 +21,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use self::kernel::{CoreParams, CoreShape, SampleActivations};
 use crate::backend::{Cpu, CpuTrain};
@@ -161,8 +161,6 @@ fn values(tensor: &NdArrayTensor) -> std::borrow::Cow<'_, [f32]> {
 fn ndarray_tensor(values: Vec<f32>, shape: Vec<usize>) -> NdArrayTensor {
     NdArrayTensor::from_data(TensorData::new(values, shape))
 }
-
-use burn::tensor::TensorMetadata;
 
 /// Parameter values owned, so they can travel into the backward step.
 #[derive(Clone, Debug)]

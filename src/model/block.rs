@@ -128,7 +128,6 @@ impl<B: Backend> ViLLayer<B> {
             .forward(input.reshape([batch * tokens, dim]))
             .reshape([batch, tokens, doubled]);
         let [blocks, block, _] = self.q_proj.weight.dims();
-        let flat = |tensor: Tensor<B, 1>| Some(tensor);
         let (convolution, conv_weight, conv_bias) = match (&self.conv1d, &self.conv) {
             (Some(conv), _) => {
                 let [_, _, kernel] = conv.conv.weight.dims();
@@ -181,21 +180,21 @@ impl<B: Backend> ViLLayer<B> {
         };
         let inputs = CoreInputs {
             parameters: [
-                flat(conv_weight),
-                flat(conv_bias),
-                flat(matrix(&self.q_proj.weight)),
-                flat(matrix(&self.k_proj.weight)),
-                flat(matrix(&self.v_proj.weight)),
+                Some(conv_weight),
+                Some(conv_bias),
+                Some(matrix(&self.q_proj.weight)),
+                Some(matrix(&self.k_proj.weight)),
+                Some(matrix(&self.v_proj.weight)),
                 bias(&self.q_proj.bias),
                 bias(&self.k_proj.bias),
                 bias(&self.v_proj.bias),
-                flat(gate(&cell.igate)),
-                flat(gate_bias(&cell.igate)),
-                flat(gate(&cell.fgate)),
-                flat(gate_bias(&cell.fgate)),
-                flat(cell.outnorm.weight.val()),
+                Some(gate(&cell.igate)),
+                Some(gate_bias(&cell.igate)),
+                Some(gate(&cell.fgate)),
+                Some(gate_bias(&cell.fgate)),
+                Some(cell.outnorm.weight.val()),
                 bias(&cell.outnorm.bias),
-                flat(self.learnable_skip.val()),
+                Some(self.learnable_skip.val()),
             ],
             up,
         };

@@ -6,7 +6,8 @@
 //! task 1, runs the second trial with the submitting command's settings.
 //!
 //! With a Slurm cluster (`scripts/slurm-localhost.sh` starts one on this machine; when `sinfo`
-//! shows no node up these tests say why and return): a 2×2 grid runs as one array of four
+//! shows no node up these tests say why and return, or fail when `VILAB_REQUIRE_SLURM=1`, as
+//! `.ci/run` sets it): a 2×2 grid runs as one array of four
 //! tasks whose data stages are computed once and whose summary equals the local launcher's;
 //! a held array is left alone by a second submission and cancelled by `vilab cancel`; a
 //! trial that fails shows its task's state and log in `vilab status`, and submitting again
@@ -92,10 +93,14 @@ fn cluster_unavailable() -> Option<String> {
     (!up).then(|| format!("no Slurm node is up (sinfo states: {:?})", states.trim()))
 }
 
-/// Prints why a test that needs Slurm does not run; true when it can run.
+/// Prints why a test that needs Slurm does not run; true when it can run. With
+/// `VILAB_REQUIRE_SLURM=1` (CI) a missing cluster fails the test instead.
 fn cluster_ready(test: &str) -> bool {
     match cluster_unavailable() {
         None => true,
+        Some(reason) if std::env::var("VILAB_REQUIRE_SLURM").as_deref() == Ok("1") => {
+            panic!("{test}: VILAB_REQUIRE_SLURM=1 but {reason}")
+        }
         Some(reason) => {
             eprintln!("{test}: not run: {reason}");
             false

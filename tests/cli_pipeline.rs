@@ -56,6 +56,7 @@ fn rerunning_an_unchanged_experiment_computes_nothing() {
         assert_eq!(first_runs[stage].state, "computed", "first run, {stage}");
     }
 
+    let first_json = read_run_json(&workspace.path().join(&first_dir));
     let second = run_ok(&workspace, &[]);
     assert_eq!(
         second.last_stdout_line(),
@@ -63,6 +64,26 @@ fn rerunning_an_unchanged_experiment_computes_nothing() {
         "the same spec must map to the same run folder"
     );
     let run_dir = workspace.path().join(&first_dir);
+    // The re-run's record keeps when, how fast and with what summary each stage was computed.
+    let second_json = read_run_json(&run_dir);
+    for (first_stage, second_stage) in first_json["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .zip(second_json["stages"].as_array().expect("stages"))
+    {
+        let computed = &first_stage["computed"];
+        assert!(
+            computed["seconds"].as_f64().is_some()
+                && computed["summary"].as_str() == first_stage["summary"].as_str()
+                && computed["finished_at"].is_string(),
+            "first run: {first_stage}"
+        );
+        assert_eq!(
+            &second_stage["computed"], computed,
+            "second run: {second_stage}"
+        );
+    }
     let second_runs = stage_runs(&read_run_json(&run_dir));
     for run in &second_runs {
         assert_eq!(run.state, "reused", "second run recomputed {}", run.stage);

@@ -6,7 +6,8 @@
 //! <out>/<name>/<run-id>/     run-id: 12 hex digits of blake3(resolved spec + stage keys)
 //!     spec.yaml              the resolved spec (every layer merged, defaults filled in)
 //!     run.json               version, backend, seed, host, git commit, and per stage: key,
-//!                            computed or reused, seconds
+//!                            computed or reused, seconds, and when, how fast and with what
+//!                            result this folder first computed it (kept across re-runs)
 //!     pending.json           while a run of this folder has not finished (or after it died):
 //!                            its stage keys, so `vilab gc` keeps what it needs to go on
 //!     <stage> -> ../../cache/<stage>-v<N>/<kk>/<key>    one link per stage output
@@ -52,6 +53,22 @@ pub struct StageRecord {
     pub seconds: f64,
     /// The one-line summary the stage gave when it was computed (empty when reused).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    /// The computation of this key for this run folder: from this invocation when `state` is
+    /// `computed`, else carried over from the folder's previous `run.json`, so re-running keeps
+    /// the original timing and summary. Absent for an entry some other run folder computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed: Option<Computation>,
+}
+
+/// When, how fast and with what result a stage's entry was computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Computation {
+    /// End of the computation, RFC 3339.
+    pub finished_at: String,
+    /// Wall time of the stage.
+    pub seconds: f64,
+    /// The stage's one-line summary.
     pub summary: String,
 }
 
@@ -192,6 +209,18 @@ pub fn run_experiment(
         .map_err(|error| std::io::Error::other(format!("{PENDING_FILE}: {error}")))?;
     pending_json.push(b'\n');
     write_atomic(&run_dir.join(PENDING_FILE), &pending_json)?;
+    // What this folder's previous invocations computed, by stage key.
+    let earlier: BTreeMap<String, Computation> = std::fs::read(run_dir.join("run.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<RunRecord>(&text).ok())
+        .map(|record| {
+            record
+                .stages
+                .into_iter()
+                .filter_map(|stage| Some((stage.key, stage.computed?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut records = Vec::new();
     let mut outputs: BTreeMap<StageKind, PathBuf> = BTreeMap::new();
     // Shared locks on every entry this run reads, held until its run folder links them, so
@@ -219,12 +248,22 @@ pub fn run_experiment(
             reporter.stage(stage.kind.name(), "cached");
         }
         outputs.insert(stage.kind, cache.entry_path(stage.kind, stage.key()));
+        let computed = if state == "computed" {
+            Some(Computation {
+                finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                seconds,
+                summary: summary.clone(),
+            })
+        } else {
+            earlier.get(stage.key()).cloned()
+        };
         records.push(StageRecord {
             stage: stage.kind,
             key: stage.key().to_owned(),
             state: state.to_owned(),
             seconds,
             summary,
+            computed,
         });
     }
     let mut spec_text = format!(

@@ -9,12 +9,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::figure::{Figure, write_figure};
+use super::figure::{Figure, TickedAxis, write_figure};
 use super::font::FAMILY;
 use super::{ImageFormat, ReportError};
 
@@ -295,35 +293,6 @@ impl LineChart {
     }
 }
 
-/// A linear epoch axis whose grid lines and labels fall on whole epochs only; plotters' own
-/// f64 axis would also label half epochs, and its integer axis cannot pad the ends by a
-/// fraction of an epoch.
-struct EpochAxis {
-    linear: RangedCoordf64,
-    ticks: Vec<f64>,
-}
-
-impl Ranged for EpochAxis {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-
-    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
-        self.linear.map(value, limit)
-    }
-
-    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
-        if hint.weight().allow_light_points() {
-            Vec::new()
-        } else {
-            self.ticks.clone()
-        }
-    }
-
-    fn range(&self) -> Range<f64> {
-        self.linear.range()
-    }
-}
-
 /// Whole epochs to label: multiples of 1, 2 or 5 × 10ⁿ, at most ten of them, within the run.
 fn epoch_ticks(first: f64, last: f64) -> Vec<f64> {
     let span = (last - first).max(0.0);
@@ -387,7 +356,7 @@ impl Figure for LineChart {
             .x_label_area_size(pixels(58.0) as u32)
             .y_label_area_size(pixels(92.0) as u32)
             .build_cartesian_2d(
-                EpochAxis {
+                TickedAxis {
                     linear: epoch_range.into(),
                     ticks: epoch_ticks(self.epochs.0, self.epochs.1),
                 },

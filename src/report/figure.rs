@@ -4,11 +4,14 @@
 //! letting plotters open the file itself: the write then goes through `fs_err` and a failure
 //! names the path.
 
+use std::ops::Range;
 use std::path::Path;
 
 use image::ImageEncoder;
 use image::codecs::png::PngEncoder;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::{
     BitMapBackend, DrawingArea, DrawingAreaErrorKind, DrawingBackend, IntoDrawingArea, SVGBackend,
 };
@@ -79,4 +82,33 @@ pub(crate) fn write_figure(
         }
     }
     Ok(())
+}
+
+/// A linear axis whose grid lines and labels sit at chosen positions only: whole epochs on a
+/// curve plot (plotters' own f64 axis would also label half epochs, and its integer axis cannot
+/// pad the ends by a fraction of an epoch), or the values a sweep tried.
+pub(crate) struct TickedAxis {
+    pub(crate) linear: RangedCoordf64,
+    pub(crate) ticks: Vec<f64>,
+}
+
+impl Ranged for TickedAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.linear.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.linear.range()
+    }
 }

@@ -11,14 +11,12 @@ use std::ops::Range;
 use std::path::Path;
 
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::Value;
 
 use super::RunResults;
 use crate::report::curves::HistoryRow;
-use crate::report::figure::{Figure, write_figure};
+use crate::report::figure::{Figure, TickedAxis, write_figure};
 use crate::report::font::FAMILY;
 use crate::report::{ImageFormat, ReportError};
 use crate::spec::sweep::show_value;
@@ -46,33 +44,6 @@ fn format_of(path: &Path) -> ImageFormat {
     match path.extension().and_then(|extension| extension.to_str()) {
         Some(extension) if extension.eq_ignore_ascii_case("svg") => ImageFormat::Svg,
         _ => ImageFormat::Png,
-    }
-}
-
-/// A linear axis whose grid lines and labels sit at chosen positions only.
-struct TickedAxis {
-    linear: RangedCoordf64,
-    ticks: Vec<f64>,
-}
-
-impl Ranged for TickedAxis {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-
-    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
-        self.linear.map(value, limit)
-    }
-
-    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
-        if hint.weight().allow_light_points() {
-            Vec::new()
-        } else {
-            self.ticks.clone()
-        }
-    }
-
-    fn range(&self) -> Range<f64> {
-        self.linear.range()
     }
 }
 

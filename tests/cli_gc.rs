@@ -41,12 +41,17 @@ fn keys(run_dir: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The lock file of an entry: `<out>/cache/locks/<stage>-v<N>-<key>.lock`.
-fn lock_file(out: &Path, stage: &str, key: &str) -> File {
-    let folder = entry_names(&out.join("cache"))
+/// The cache folder of `stage` (`<stage>-v<N>`).
+fn stage_folder(out: &Path, stage: &str) -> String {
+    entry_names(&out.join("cache"))
         .into_iter()
         .find(|name| name.starts_with(&format!("{stage}-v")))
-        .expect("stage folder");
+        .expect("stage folder")
+}
+
+/// The lock file of an entry: `<out>/cache/locks/<stage>-v<N>-<key>.lock`.
+fn lock_file(out: &Path, stage: &str, key: &str) -> File {
+    let folder = stage_folder(out, stage);
     let path = out.join("cache/locks").join(format!("{folder}-{key}.lock"));
     std::fs::OpenOptions::new()
         .create(true)
@@ -56,14 +61,21 @@ fn lock_file(out: &Path, stage: &str, key: &str) -> File {
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
-#[test]
-fn gc_deletes_orphaned_entries_and_keeps_referenced_ones() {
+/// A workspace where [`EXPERIMENT`] ran once into `out/`: the workspace, `out`, the run
+/// folder and its stage keys.
+fn ran_once() -> (Workspace, PathBuf, PathBuf, BTreeMap<String, String>) {
     let workspace = Workspace::with_data1();
     workspace.write("exp.yaml", EXPERIMENT);
     let out = workspace.path().join("out");
-    let kept = vilab(&workspace, &["run", "exp.yaml", "--out", "out"], 0);
-    let kept_dir = workspace.path().join(kept.last_stdout_line());
-    let kept_keys = keys(&kept_dir);
+    let run = vilab(&workspace, &["run", "exp.yaml", "--out", "out"], 0);
+    let run_dir = workspace.path().join(run.last_stdout_line());
+    let run_keys = keys(&run_dir);
+    (workspace, out, run_dir, run_keys)
+}
+
+#[test]
+fn gc_deletes_orphaned_entries_and_keeps_referenced_ones() {
+    let (workspace, out, kept_dir, kept_keys) = ran_once();
     let orphan = vilab(
         &workspace,
         &["run", "exp.yaml", "--out", "out", "--set", "split.seed=7"],
@@ -293,4 +305,96 @@ fn gc_keeps_the_checkpoints_of_unfinished_runs_and_collects_orphaned_ones() {
     }
     assert!(!kept_run.join("pending.json").exists());
     assert!(resume_folder(&out, &kept_key).is_none());
+}
+
+/// The entry folder of `stage` with `key`: `<out>/cache/<stage>-v<N>/<kk>/<key>`.
+fn entry_dir(out: &Path, stage: &str, key: &str) -> PathBuf {
+    out.join("cache")
+        .join(stage_folder(out, stage))
+        .join(&key[..2])
+        .join(key)
+}
+
+#[test]
+fn verify_finds_damage_the_cheap_check_cannot_see_and_quarantines_it() {
+    let (workspace, out, run_dir, run_keys) = ran_once();
+    let whole = vilab(&workspace, &["verify", "--out", "out"], 0);
+    assert!(
+        whole
+            .stdout
+            .contains(&format!("verified {} entries", run_keys.len()))
+            && whole.stdout.contains("all whole"),
+        "{}",
+        whole.stdout
+    );
+
+    // Bit rot: one byte of the packed training data changes while its size stays, and the
+    // manifest is rewritten with its own bytes afterwards, so no file of the entry looks
+    // modified since the entry was committed (the cheap check on use hashes nothing).
+    let augment = entry_dir(&out, "augment", &run_keys["augment"]);
+    let packed = entry_names(&augment)
+        .into_iter()
+        .map(|name| augment.join(name))
+        .filter(|path| path.is_file())
+        .max_by_key(|path| std::fs::metadata(path).expect("metadata").len())
+        .expect("the augment entry has files");
+    let mut bytes = std::fs::read(&packed).expect("packed data");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&packed, &bytes).expect("damage");
+    let manifest = std::fs::read(augment.join("manifest.json")).expect("manifest");
+    std::fs::write(augment.join("manifest.json"), manifest).expect("manifest rewritten");
+    // `vilab status` exits 0 only when every stage is cached and passes the check on use.
+    vilab(&workspace, &["status", "exp.yaml", "--out", "out"], 0);
+
+    let before = tree_state(&out);
+    let found = vilab(&workspace, &["verify", "--out", "out"], 1);
+    let damaged_line = format!(
+        "damaged entry: {}: contents changed since written",
+        packed
+            .strip_prefix(workspace.path())
+            .expect("inside the workspace")
+            .display()
+    );
+    assert!(
+        found.stdout.contains(&damaged_line) && found.stdout.contains(": 1 damaged"),
+        "{}",
+        found.stdout
+    );
+    assert_eq!(
+        tree_state(&out),
+        before,
+        "verify without --quarantine changed the cache"
+    );
+
+    let moved = vilab(&workspace, &["verify", "--out", "out", "--quarantine"], 1);
+    assert!(
+        moved.stdout.contains("moved to cache/corrupt/augment-v"),
+        "{}",
+        moved.stdout
+    );
+    assert!(!augment.exists(), "the damaged entry is still in place");
+    assert_eq!(
+        entry_names(&out.join("cache/corrupt")).len(),
+        1,
+        "the damaged entry is kept under corrupt/"
+    );
+
+    // The next run computes the entry again (the same bytes), and everything is whole.
+    vilab(&workspace, &["run", "exp.yaml", "--out", "out"], 0);
+    let states: BTreeMap<String, String> = stage_runs(&read_run_json(&run_dir))
+        .into_iter()
+        .map(|stage| (stage.stage, stage.state))
+        .collect();
+    assert_eq!(states["augment"], "computed", "{states:?}");
+    assert_eq!(states["split"], "reused", "{states:?}");
+    let restored = std::fs::read(&packed).expect("recomputed entry");
+    bytes[middle] ^= 0x55;
+    assert!(
+        restored == bytes,
+        "the recomputed entry differs from the original"
+    );
+    vilab(&workspace, &["verify", "--out", "out"], 0);
+    let missing = workspace.vilab(&["verify"]);
+    missing.assert_code(2).assert_no_panic();
 }

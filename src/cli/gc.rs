@@ -28,7 +28,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::EXIT_OK;
-use crate::pipeline::cache::{Cache, RESUME_FOLDER, remove_stamps};
+use crate::pipeline::cache::{Cache, RESUME_FOLDER, is_stage_folder, remove_stamps};
 use crate::pipeline::run::{PENDING_FILE, PendingRun, RunRecord};
 
 /// Arguments of `vilab gc`.
@@ -73,16 +73,6 @@ fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-/// Whether `name` looks like a stage folder of the cache (`train-v1`).
-fn is_stage_folder(name: &str) -> bool {
-    name.rsplit_once("-v").is_some_and(|(stage, version)| {
-        !stage.is_empty()
-            && stage.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-            && !version.is_empty()
-            && version.chars().all(|c| c.is_ascii_digit())
-    })
 }
 
 /// What the run folders under an output root reference.
@@ -164,32 +154,18 @@ fn referenced(out: &Path, cache_root: &Path) -> anyhow::Result<References> {
 }
 
 /// Everything under the cache that nobody references.
-fn garbage(references: &References, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
-    let mut found = Vec::new();
-    for stage in fs_err::read_dir(cache_root)? {
-        let stage = stage?;
-        let stage_name = stage.file_name().to_string_lossy().into_owned();
-        if !is_stage_folder(&stage_name) || !stage.file_type()?.is_dir() {
-            continue;
-        }
-        for prefix in fs_err::read_dir(stage.path())? {
-            let prefix = prefix?;
-            if !prefix.file_type()?.is_dir() {
-                continue;
-            }
-            for entry in fs_err::read_dir(prefix.path())? {
-                let entry = entry?;
-                let key = entry.file_name().to_string_lossy().into_owned();
-                found.push(Garbage {
-                    path: entry.path(),
-                    lock: format!("{stage_name}-{key}"),
-                    kind: "entry",
-                    stage_folder: stage_name.clone(),
-                    key,
-                });
-            }
-        }
-    }
+fn garbage(references: &References, out: &Path, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
+    let mut found: Vec<Garbage> = Cache::new(out)
+        .stored_entries()?
+        .into_iter()
+        .map(|entry| Garbage {
+            lock: entry.lock_name(),
+            path: entry.path,
+            kind: "entry",
+            stage_folder: entry.stage_folder,
+            key: entry.key,
+        })
+        .collect();
     for (folder, kind) in [("tmp", "tmp"), (RESUME_FOLDER, "resume")] {
         let Ok(items) = fs_err::read_dir(cache_root.join(folder)) else {
             continue;
@@ -221,7 +197,7 @@ fn garbage(references: &References, cache_root: &Path) -> anyhow::Result<Vec<Gar
 }
 
 /// Bytes of the files under `path` (links not followed).
-fn folder_bytes(path: &Path) -> u64 {
+pub(super) fn folder_bytes(path: &Path) -> u64 {
     walkdir::WalkDir::new(path)
         .into_iter()
         .filter_map(Result::ok)
@@ -231,7 +207,7 @@ fn folder_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-fn human(bytes: u64) -> String {
+pub(super) fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -257,7 +233,7 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
         println!("{}: no cache; nothing to collect", cache_root.display());
         return Ok(EXIT_OK);
     }
-    let candidates = garbage(&referenced(&args.out, &cache_root)?, &cache_root)?;
+    let candidates = garbage(&referenced(&args.out, &cache_root)?, &args.out, &cache_root)?;
     let (mut count, mut bytes, mut busy) = (0usize, 0u64, 0usize);
     let verb = if args.dry_run {
         "would delete"

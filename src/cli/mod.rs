@@ -15,6 +15,7 @@ mod predict;
 mod run;
 mod schema;
 mod validate;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Delete cache entries no run folder references (needs an explicit --out).
     Gc(gc::GcArgs),
+    /// Hash every cache entry and checkpoint again; report (or --quarantine) damaged ones.
+    Verify(verify::VerifyArgs),
     /// Print the experiment JSON Schema (draft-07) for editors.
     Schema(schema::SchemaArgs),
     /// Data utilities.
@@ -122,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cancel(args) => cancel::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Gc(args) => gc::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::Data(command) => data::run(command, &reporter),
         Command::Model(command) => model::run(command),

@@ -273,17 +273,88 @@ impl Cache {
 
     /// Moves an entry that failed its check to `corrupt/`, keeping it for inspection.
     pub fn quarantine(&self, stage: StageKind, key: &str) -> Result<PathBuf, CacheError> {
-        let entry = self.entry_path(stage, key);
+        self.quarantine_stored(&StoredEntry {
+            stage_folder: stage.cache_folder(),
+            key: key.to_owned(),
+            path: self.entry_path(stage, key),
+        })
+    }
+
+    /// [`Cache::quarantine`] for an entry found by [`Cache::stored_entries`] (of any format
+    /// version). Call with the entry's exclusive lock held.
+    pub fn quarantine_stored(&self, entry: &StoredEntry) -> Result<PathBuf, CacheError> {
         let folder = self.root.join("corrupt");
         fs_err::create_dir_all(&folder)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
-        let target = folder.join(format!("{}-{key}.{nanos}", stage.cache_folder()));
-        fs_err::rename(&entry, &target)?;
-        remove_stamps(&self.stamps_path(stage, key))?;
+        let target = folder.join(format!("{}.{nanos}", entry.lock_name()));
+        fs_err::rename(&entry.path, &target)?;
+        remove_stamps(&self.stamps_path_named(&entry.lock_name()))?;
         Ok(target)
     }
+
+    /// Every entry folder under the stage folders (`<stage>-v<N>/<kk>/<key>`, any format
+    /// version), in path order; an empty list when there is no cache.
+    pub fn stored_entries(&self) -> Result<Vec<StoredEntry>, std::io::Error> {
+        let mut found = Vec::new();
+        let stages = match fs_err::read_dir(&self.root) {
+            Ok(stages) => stages,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(error) => return Err(error),
+        };
+        for stage in stages {
+            let stage = stage?;
+            let stage_folder = stage.file_name().to_string_lossy().into_owned();
+            if !is_stage_folder(&stage_folder) || !stage.file_type()?.is_dir() {
+                continue;
+            }
+            for prefix in fs_err::read_dir(stage.path())? {
+                let prefix = prefix?;
+                if !prefix.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in fs_err::read_dir(prefix.path())? {
+                    let entry = entry?;
+                    found.push(StoredEntry {
+                        stage_folder: stage_folder.clone(),
+                        key: entry.file_name().to_string_lossy().into_owned(),
+                        path: entry.path(),
+                    });
+                }
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
+}
+
+/// An entry folder as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// Its stage folder (`train-v1`).
+    pub stage_folder: String,
+    /// Its key (the folder's name).
+    pub key: String,
+    /// The folder.
+    pub path: PathBuf,
+}
+
+impl StoredEntry {
+    /// The name of its lock (see [`lock_name`]).
+    pub fn lock_name(&self) -> String {
+        format!("{}-{}", self.stage_folder, self.key)
+    }
+}
+
+/// Whether `name` looks like a stage folder of the cache (`train-v1`).
+pub fn is_stage_folder(name: &str) -> bool {
+    name.rsplit_once("-v").is_some_and(|(stage, version)| {
+        !stage.is_empty()
+            && stage.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            && !version.is_empty()
+            && version.chars().all(|c| c.is_ascii_digit())
+    })
 }
 
 /// The name of an entry's lock file, without `.lock`.

@@ -175,7 +175,7 @@ pub fn device_tensor<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor
 const KEPT_CHECKPOINTS: usize = 2;
 
 /// The complete checkpoints in `resume_dir` (`ckpt-*` with a manifest), oldest first.
-fn checkpoints(resume_dir: &Path) -> Vec<PathBuf> {
+pub fn checkpoints(resume_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(resume_dir) else {
         return Vec::new();
     };

@@ -194,6 +194,8 @@ pub fn run_experiment(
     let cache = Cache::new(&options.out);
     let run_dir = experiment_dir(&options.out, spec).join(&plan.run_id);
     fs_err::create_dir_all(&run_dir)?;
+    remove_stale_temporaries(&run_dir);
+    remove_stale_temporaries(&experiment_dir(&options.out, spec));
     let pending = PendingRun {
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         stages: plan
@@ -403,6 +405,45 @@ pub fn link_atomic(target: &Path, link: &Path) -> Result<(), std::io::Error> {
     fs_err::rename(&tmp, link)
 }
 
+/// Removes what writers killed mid-way left in `dir`: the `.<name>.<pid>.tmp` files of
+/// [`write_atomic`] and `.<name>.<pid>.link` links of [`link_atomic`] whose process is gone.
+/// Those of live processes (a concurrent run of the same folder) are left alone. Best effort:
+/// a leftover that cannot be removed is harmless, since nothing reads it.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in items.flatten() {
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        let Some(stem) = name.strip_prefix('.').and_then(|rest| {
+            rest.strip_suffix(".tmp")
+                .or_else(|| rest.strip_suffix(".link"))
+        }) else {
+            continue;
+        };
+        let Some(pid) = stem
+            .rsplit_once('.')
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
+}
+
+/// Whether a process with this id exists (one we may not signal counts).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
@@ -443,4 +484,34 @@ fn git_commit(file: &Path) -> Option<String> {
     } else {
         commit
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_dead_writers_are_removed_and_the_rest_kept() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("reaped");
+        let alive = std::process::id();
+        let names = [
+            format!(".plot.{dead}.link"),
+            format!(".spec.yaml.{dead}.tmp"),
+            format!(".run.json.{alive}.tmp"),
+            ".notes.tmp".to_owned(),
+            "results.1.tmp".to_owned(),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), "x").expect("write");
+        }
+        remove_stale_temporaries(dir.path());
+        let left: Vec<bool> = names
+            .iter()
+            .map(|name| dir.path().join(name).exists())
+            .collect();
+        assert_eq!(left, [false, false, true, true, true], "{names:?}");
+    }
 }

@@ -409,7 +409,7 @@ pub fn link_atomic(target: &Path, link: &Path) -> Result<(), std::io::Error> {
 /// [`write_atomic`] and `.<name>.<pid>.link` links of [`link_atomic`] whose process is gone.
 /// Those of live processes (a concurrent run of the same folder) are left alone. Best effort:
 /// a leftover that cannot be removed is harmless, since nothing reads it.
-fn remove_stale_temporaries(dir: &Path) {
+pub(crate) fn remove_stale_temporaries(dir: &Path) {
     let Ok(items) = std::fs::read_dir(dir) else {
         return;
     };

@@ -48,8 +48,8 @@ use super::cache::Cache;
 use super::fingerprint::canonical_json;
 use super::plan::{Plan, PlanError, PlanOptions, StageStatus, build_plan, stage_statuses};
 use super::run::{
-    RunError, RunOptions, RunOutcome, experiment_dir, link_atomic, previous_keys, run_experiment,
-    write_atomic,
+    RunError, RunOptions, RunOutcome, experiment_dir, link_atomic, previous_keys,
+    remove_stale_temporaries, run_experiment, write_atomic,
 };
 use crate::progress::Reporter;
 use crate::spec::sweep::Trial;
@@ -417,6 +417,8 @@ impl Sweep {
                 ),
             )
         })?;
+        remove_stale_temporaries(&self.dir);
+        remove_stale_temporaries(&self.trials_dir());
         let mut counts: BTreeMap<String, usize> = ["done", "failed", "running", "pending"]
             .iter()
             .map(|state| ((*state).to_owned(), 0))

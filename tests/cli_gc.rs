@@ -398,3 +398,22 @@ fn verify_finds_damage_the_cheap_check_cannot_see_and_quarantines_it() {
     let missing = workspace.vilab(&["verify"]);
     missing.assert_code(2).assert_no_panic();
 }
+
+#[test]
+fn a_rerun_removes_checkpoints_left_beside_a_committed_entry() {
+    // What a process killed between committing the train entry and removing its checkpoints
+    // leaves behind.
+    let (workspace, out, run_dir, run_keys) = ran_once();
+    let resume = out.join("cache/resume").join(format!(
+        "{}-{}",
+        stage_folder(&out, "train"),
+        run_keys["train"]
+    ));
+    std::fs::create_dir_all(resume.join("ckpt-000000000001")).expect("resume folder");
+    std::fs::write(resume.join("ckpt-000000000001/model.bin"), [0u8; 64]).expect("checkpoint");
+    vilab(&workspace, &["run", "exp.yaml", "--out", "out"], 0);
+    assert!(!resume.exists(), "the leftover checkpoints are still there");
+    for stage in stage_runs(&read_run_json(&run_dir)) {
+        assert_eq!(stage.state, "reused", "{}", stage.stage);
+    }
+}

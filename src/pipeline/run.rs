@@ -336,11 +336,15 @@ fn ensure_entry(
         .unwrap_or_else(|| unreachable!("the runner iterates planned stages"));
     let key = stage.key();
     if cache.state(kind, key) == EntryState::Complete {
+        remove_finished_resume_dir(cache, kind, key);
         return Ok(("reused", String::new()));
     }
     let _lock = cache.lock(kind, key)?;
     match cache.state(kind, key) {
-        EntryState::Complete => return Ok(("reused", String::new())),
+        EntryState::Complete => {
+            remove_finished_resume_dir(cache, kind, key);
+            return Ok(("reused", String::new()));
+        }
         EntryState::Corrupt(reason) => {
             let kept = cache.quarantine(kind, key)?;
             tracing::warn!(
@@ -403,6 +407,19 @@ pub fn link_atomic(target: &Path, link: &Path) -> Result<(), std::io::Error> {
         "run folders need symbolic links (Unix)",
     ));
     fs_err::rename(&tmp, link)
+}
+
+/// Removes the resume folder of an entry that is complete: a process killed between
+/// committing the entry and removing its checkpoints leaves one behind, and nothing will read
+/// it again. Best effort (another process may be removing it too).
+fn remove_finished_resume_dir(cache: &Cache, kind: StageKind, key: &str) {
+    let resume_dir = cache.resume_dir(kind, key);
+    if resume_dir.exists()
+        && let Err(error) = std::fs::remove_dir_all(&resume_dir)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("{}: cannot remove: {error}", resume_dir.display());
+    }
 }
 
 /// Removes what writers killed mid-way left in `dir`: the `.<name>.<pid>.tmp` files of

@@ -200,6 +200,44 @@ impl Cache {
             .join(format!("{}-{key}", stage.cache_folder()))
     }
 
+    /// Removes the resume folder of an entry, if there is one: it is first renamed into `tmp/`
+    /// (where `vilab gc` collects what a kill leaves), so a deletion cut short never leaves a
+    /// checkpoint that looks complete but lacks files.
+    pub fn remove_resume_dir(&self, stage: StageKind, key: &str) -> Result<(), CacheError> {
+        let resume_dir = self.resume_dir(stage, key);
+        if !resume_dir.exists() {
+            return Ok(());
+        }
+        let tmp_root = self.root.join("tmp");
+        fs_err::create_dir_all(&tmp_root)?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let trash = tmp_root.join(format!(
+            "{}.{}.{nanos}",
+            lock_name(stage, key),
+            std::process::id()
+        ));
+        match std::fs::rename(&resume_dir, &trash) {
+            Ok(()) => {}
+            // Another process removed it meanwhile.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => {
+                return Err(std::io::Error::new(
+                    error.kind(),
+                    format!(
+                        "{}: cannot move to {}: {error}",
+                        resume_dir.display(),
+                        trash.display()
+                    ),
+                )
+                .into());
+            }
+        }
+        fs_err::remove_dir_all(&trash)?;
+        Ok(())
+    }
+
     /// Takes the lock of an entry, waiting while another process holds it.
     pub fn lock(&self, stage: StageKind, key: &str) -> Result<EntryLock, CacheError> {
         let (file, path) = self.open_lock(&lock_name(stage, key))?;

@@ -368,9 +368,7 @@ fn ensure_entry(
     let summary = run_stage(kind, &context, pending.dir())
         .map_err(|error| RunError::Stage { stage: kind, error })?;
     pending.commit(&stage.stored)?;
-    if work_dir.exists() {
-        fs_err::remove_dir_all(&work_dir)?;
-    }
+    cache.remove_resume_dir(kind, key)?;
     Ok(("computed", summary))
 }
 
@@ -413,12 +411,8 @@ pub fn link_atomic(target: &Path, link: &Path) -> Result<(), std::io::Error> {
 /// committing the entry and removing its checkpoints leaves one behind, and nothing will read
 /// it again. Best effort (another process may be removing it too).
 fn remove_finished_resume_dir(cache: &Cache, kind: StageKind, key: &str) {
-    let resume_dir = cache.resume_dir(kind, key);
-    if resume_dir.exists()
-        && let Err(error) = std::fs::remove_dir_all(&resume_dir)
-        && error.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!("{}: cannot remove: {error}", resume_dir.display());
+    if let Err(error) = cache.remove_resume_dir(kind, key) {
+        tracing::warn!("{}: {error}", kind.name());
     }
 }
 

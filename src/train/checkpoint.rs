@@ -251,14 +251,14 @@ pub fn write_checkpoint(
     let target = resume_dir.join(&name);
     if target.exists() {
         // The same step saved twice (an interrupt right after an epoch ended): same contents.
-        fs_err::remove_dir_all(&target)?;
+        remove_checkpoint(&target)?;
     }
     fs_err::rename(&tmp, &target)?;
     sync_dir(resume_dir);
     let mut complete = checkpoints(resume_dir);
     complete.truncate(complete.len().saturating_sub(KEPT_CHECKPOINTS));
     for stale in complete {
-        fs_err::remove_dir_all(&stale)?;
+        remove_checkpoint(&stale)?;
     }
     for entry in fs_err::read_dir(resume_dir)?.filter_map(Result::ok) {
         let file_name = entry.file_name();
@@ -272,6 +272,20 @@ pub fn write_checkpoint(
         }
     }
     Ok(target)
+}
+
+/// Deletes a checkpoint folder so that a kill midway never leaves a `ckpt-*` with its manifest
+/// but not all its files: it is renamed to a `.ckpt-*.tmp` name first, which the next
+/// [`write_checkpoint`] removes if this one does not get to.
+fn remove_checkpoint(checkpoint: &Path) -> Result<(), CheckpointError> {
+    let name = checkpoint
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let doomed = checkpoint.with_file_name(format!(".{name}.{}.old.tmp", std::process::id()));
+    fs_err::rename(checkpoint, &doomed)?;
+    fs_err::remove_dir_all(&doomed)?;
+    Ok(())
 }
 
 /// Flushes a folder's entries (the rename above) where the platform allows it.

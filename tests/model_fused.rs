@@ -188,18 +188,28 @@ fn scaled_difference<const D: usize>(a: &Tensor<Backend, D>, b: &Tensor<Backend,
     difference / (1.0 + scale)
 }
 
+/// A freshly initialised layer with N(0, 0.3) noise on every parameter and `gate_offset` on
+/// its gate biases, so that no parameter sits at its special initial value.
+fn perturbed_layer(
+    config: &VilConfig,
+    direction: Direction,
+    gate_offset: f64,
+    device: &burn::backend::ndarray::NdArrayDevice,
+) -> ViLLayer<Training> {
+    ViLLayer::<Training>::new(config, direction, device).map(&mut Perturb {
+        spread: 0.3,
+        path: Vec::new(),
+        gate_offset,
+    })
+}
+
 #[test]
 fn fused_core_matches_the_generic_layer_in_values_and_gradients() {
     let device = Default::default();
     let mut report = Vec::new();
     for (name, case) in cases() {
         Training::seed(&device, 11);
-        let layer =
-            ViLLayer::<Training>::new(&case.config, case.direction, &device).map(&mut Perturb {
-                spread: 0.3,
-                path: Vec::new(),
-                gate_offset: case.gate_offset,
-            });
+        let layer = perturbed_layer(&case.config, case.direction, case.gate_offset, &device);
         let [height, width] = case.grid;
         let shape = [3, height * width, case.config.dim];
         let input = Tensor::<Backend, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -244,12 +254,7 @@ fn fused_inference_matches_training_forward() {
     let device = Default::default();
     Training::seed(&device, 5);
     let config = VilConfig::new(16, 2).with_patch_size(4).with_image_size(16);
-    let layer =
-        ViLLayer::<Training>::new(&config, Direction::FromBottomRight, &device).map(&mut Perturb {
-            spread: 0.3,
-            path: Vec::new(),
-            gate_offset: 0.0,
-        });
+    let layer = perturbed_layer(&config, Direction::FromBottomRight, 0.0, &device);
     let input = Tensor::<Backend, 3>::random([2, 16, 16], Distribution::Normal(0.0, 1.0), &device);
     let trained = layer
         .forward_with(Tensor::from_inner(input.clone()), [4, 4], Kernels::Fused)
@@ -271,12 +276,7 @@ fn fused_gradients_are_the_same_bits_for_any_thread_count() {
     let device = Default::default();
     Training::seed(&device, 3);
     let config = VilConfig::new(16, 2).with_patch_size(4).with_image_size(16);
-    let layer =
-        ViLLayer::<Training>::new(&config, Direction::FromTopLeft, &device).map(&mut Perturb {
-            spread: 0.3,
-            path: Vec::new(),
-            gate_offset: 0.0,
-        });
+    let layer = perturbed_layer(&config, Direction::FromTopLeft, 0.0, &device);
     let input = Tensor::<Backend, 3>::random([9, 16, 16], Distribution::Normal(0.0, 1.0), &device);
     let weights =
         Tensor::<Backend, 3>::random([9, 16, 16], Distribution::Normal(0.0, 1.0), &device);

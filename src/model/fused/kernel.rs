@@ -190,25 +190,10 @@ impl CoreGradients {
         }
     }
 
-    /// The gradients in the order of the parameter slots (`fused::PARAMETER_NAMES`).
-    pub fn into_fields(self) -> [Vec<f32>; 15] {
-        [
-            self.conv_weight,
-            self.conv_bias,
-            self.query_weight,
-            self.key_weight,
-            self.value_weight,
-            self.query_bias,
-            self.key_bias,
-            self.value_bias,
-            self.input_gate_weight,
-            self.input_gate_bias,
-            self.forget_gate_weight,
-            self.forget_gate_bias,
-            self.norm_weight,
-            self.norm_bias,
-            self.skip,
-        ]
+    /// The gradients in the order of the parameter slots (`fused::PARAMETER_NAMES`), which is
+    /// the order of [`CoreGradients::fields_mut`].
+    pub fn into_fields(mut self) -> [Vec<f32>; 15] {
+        self.fields_mut().map(std::mem::take)
     }
 
     fn fields_mut(&mut self) -> [&mut Vec<f32>; 15] {

@@ -29,7 +29,7 @@ use clap::Args;
 
 use super::EXIT_OK;
 use crate::pipeline::cache::{Cache, RESUME_FOLDER, is_stage_folder, remove_stamps};
-use crate::pipeline::run::{PENDING_FILE, PendingRun, RunRecord};
+use crate::pipeline::run::{PENDING_FILE, PendingRun, read_record};
 
 /// Arguments of `vilab gc`.
 #[derive(Debug, Args)]
@@ -134,9 +134,7 @@ fn referenced(out: &Path, cache_root: &Path) -> anyhow::Result<References> {
                     references.linked.insert((stage.clone(), key.clone()));
                 }
             }
-            if let Ok(bytes) = std::fs::read(run_dir.join("run.json"))
-                && let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes)
-            {
+            if let Some(record) = read_record(&run_dir) {
                 references
                     .keys
                     .extend(record.stages.into_iter().map(|stage| stage.key));
@@ -173,7 +171,7 @@ fn garbage(references: &References, out: &Path, cache_root: &Path) -> anyhow::Re
         for item in items {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
-            // tmp/<stage>-v<N>-<key>.<pid>.<nanos> (or .gc<pid>.<n>: an entry gc was deleting),
+            // tmp/<stage>-v<N>-<key>.<pid>.<nanos> (being written, or being deleted by gc or a run),
             // resume/<stage>-v<N>-<key>; anything else is not ours to judge.
             let lock = name.split('.').next().unwrap_or_default().to_owned();
             let Some((stage, key)) = lock.rsplit_once('-') else {
@@ -275,15 +273,9 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
             }
             let size = folder_bytes(&candidate.path);
             if !args.dry_run {
-                // Named after the lock, so a trash folder left by a crash is collected next time.
-                let trash = cache_root.join("tmp").join(format!(
-                    "{}.gc{}.{count}",
-                    candidate.lock,
-                    std::process::id()
-                ));
-                fs_err::create_dir_all(cache_root.join("tmp"))?;
-                fs_err::rename(&candidate.path, &trash)?;
-                fs_err::remove_dir_all(&trash)?;
+                // Into tmp/ under the lock's name, so a trash folder left by a crash is
+                // collected next time.
+                cache.discard(&candidate.path, &candidate.lock)?;
                 if candidate.kind == "entry" {
                     remove_stamps(&cache.stamps_path_named(&candidate.lock))?;
                 }

@@ -48,16 +48,16 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     };
     let (mut checked, mut bytes, mut damaged) = (0usize, 0u64, 0usize);
     for entry in cache.stored_entries()? {
-        let Err(reason) = check_manifest(&entry.path, Thoroughness::EveryFile) else {
-            checked += 1;
-            bytes += folder_bytes(&entry.path);
-            continue;
-        };
-        if !entry.path.exists() {
+        let result = check_manifest(&entry.path, Thoroughness::EveryFile);
+        if result.is_err() && !entry.path.exists() {
             // Collected by `vilab gc` (or replaced by a run) while we were reading it.
             continue;
         }
         checked += 1;
+        let Err(reason) = result else {
+            bytes += folder_bytes(&entry.path);
+            continue;
+        };
         damaged += 1;
         if !args.quarantine {
             println!("damaged entry: {reason}");
@@ -75,10 +75,14 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     if let Ok(folders) = fs_err::read_dir(cache.root().join(RESUME_FOLDER)) {
         for folder in folders {
             for checkpoint in checkpoints(&folder?.path()) {
+                let result = check_manifest(&checkpoint, Thoroughness::EveryFile);
+                if result.is_err() && !checkpoint.exists() {
+                    // Replaced by a newer one while we were reading it.
+                    continue;
+                }
                 checked += 1;
-                match check_manifest(&checkpoint, Thoroughness::EveryFile) {
+                match result {
                     Ok(()) => bytes += folder_bytes(&checkpoint),
-                    Err(_) if !checkpoint.exists() => {}
                     Err(reason) => {
                         damaged += 1;
                         println!("damaged checkpoint: {reason}");

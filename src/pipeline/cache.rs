@@ -200,41 +200,24 @@ impl Cache {
             .join(format!("{}-{key}", stage.cache_folder()))
     }
 
-    /// Removes the resume folder of an entry, if there is one: it is first renamed into `tmp/`
-    /// (where `vilab gc` collects what a kill leaves), so a deletion cut short never leaves a
-    /// checkpoint that looks complete but lacks files.
+    /// Removes the resume folder of an entry, if there is one (see [`Cache::discard`]), so a
+    /// deletion cut short never leaves a checkpoint that looks complete but lacks files.
     pub fn remove_resume_dir(&self, stage: StageKind, key: &str) -> Result<(), CacheError> {
-        let resume_dir = self.resume_dir(stage, key);
-        if !resume_dir.exists() {
+        self.discard(&self.resume_dir(stage, key), &lock_name(stage, key))
+    }
+
+    /// Deletes `folder` (an entry, a resume folder, a leftover) by renaming it into `tmp/`
+    /// first, under a name that starts with its `lock` name, and deleting it there: a deletion
+    /// cut short leaves only a folder `vilab gc` collects, never a half-emptied one where
+    /// readers look. Nothing happens when `folder` is not there.
+    pub fn discard(&self, folder: &Path, lock: &str) -> Result<(), CacheError> {
+        if !folder.exists() {
             return Ok(());
         }
         let tmp_root = self.root.join("tmp");
         fs_err::create_dir_all(&tmp_root)?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        let trash = tmp_root.join(format!(
-            "{}.{}.{nanos}",
-            lock_name(stage, key),
-            std::process::id()
-        ));
-        match std::fs::rename(&resume_dir, &trash) {
-            Ok(()) => {}
-            // Another process removed it meanwhile.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => {
-                return Err(std::io::Error::new(
-                    error.kind(),
-                    format!(
-                        "{}: cannot move to {}: {error}",
-                        resume_dir.display(),
-                        trash.display()
-                    ),
-                )
-                .into());
-            }
-        }
-        fs_err::remove_dir_all(&trash)?;
+        let trash = tmp_root.join(format!("{lock}.{}.{}", std::process::id(), now_nanos()));
+        remove_dir_via(folder, &trash)?;
         Ok(())
     }
 
@@ -297,9 +280,7 @@ impl Cache {
                 fs_err::remove_dir_all(leftover.path())?;
             }
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
+        let nanos = now_nanos();
         let dir = tmp_root.join(format!("{prefix}{}.{nanos}", std::process::id()));
         fs_err::create_dir_all(&dir)?;
         Ok(PendingEntry {
@@ -323,9 +304,7 @@ impl Cache {
     pub fn quarantine_stored(&self, entry: &StoredEntry) -> Result<PathBuf, CacheError> {
         let folder = self.root.join("corrupt");
         fs_err::create_dir_all(&folder)?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
+        let nanos = now_nanos();
         let target = folder.join(format!("{}.{nanos}", entry.lock_name()));
         fs_err::rename(&entry.path, &target)?;
         remove_stamps(&self.stamps_path_named(&entry.lock_name()))?;
@@ -382,6 +361,24 @@ impl StoredEntry {
     /// The name of its lock (see [`lock_name`]).
     pub fn lock_name(&self) -> String {
         format!("{}-{}", self.stage_folder, self.key)
+    }
+}
+
+/// Nanoseconds since the Unix epoch, for folder names that must not repeat.
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos())
+}
+
+/// Deletes the folder `dir` by renaming it to `trash` (on the same file system) and deleting
+/// that, so a deletion cut short never leaves `dir` half-emptied. Nothing happens when `dir` is
+/// not there (another process removed it).
+pub fn remove_dir_via(dir: &Path, trash: &Path) -> std::io::Result<()> {
+    match fs_err::rename(dir, trash) {
+        Ok(()) => fs_err::remove_dir_all(trash),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

@@ -172,12 +172,15 @@ pub fn experiment_dir(out: &Path, spec: &LoadedSpec) -> PathBuf {
     out.join(&spec.spec.name)
 }
 
+/// The `run.json` of a run folder, if it is there and readable.
+pub fn read_record(run_dir: &Path) -> Option<RunRecord> {
+    let text = std::fs::read(run_dir.join("run.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
 /// The stage keys of the latest run of this experiment under `out`, if there was one.
 pub fn previous_keys(out: &Path, spec: &LoadedSpec) -> BTreeMap<StageKind, String> {
-    let path = experiment_dir(out, spec).join("latest").join("run.json");
-    std::fs::read(path)
-        .ok()
-        .and_then(|text| serde_json::from_slice::<RunRecord>(&text).ok())
+    read_record(&experiment_dir(out, spec).join("latest"))
         .map(|record| record.keys())
         .unwrap_or_default()
 }
@@ -212,9 +215,7 @@ pub fn run_experiment(
     pending_json.push(b'\n');
     write_atomic(&run_dir.join(PENDING_FILE), &pending_json)?;
     // What this folder's previous invocations computed, by stage key.
-    let earlier: BTreeMap<String, Computation> = std::fs::read(run_dir.join("run.json"))
-        .ok()
-        .and_then(|text| serde_json::from_slice::<RunRecord>(&text).ok())
+    let earlier: BTreeMap<String, Computation> = read_record(&run_dir)
         .map(|record| {
             record
                 .stages

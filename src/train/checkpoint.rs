@@ -49,7 +49,7 @@ use serde_json::{Map, Value};
 use crate::data::transforms::Transform;
 use crate::model::{VilConfig, VisionLstm};
 use crate::pipeline::cache::{
-    CacheError, MANIFEST_FILE, Thoroughness, check_manifest, write_manifest,
+    CacheError, MANIFEST_FILE, Thoroughness, check_manifest, remove_dir_via, write_manifest,
 };
 
 /// A failure to read or write a checkpoint; every variant names the file.
@@ -283,8 +283,7 @@ fn remove_checkpoint(checkpoint: &Path) -> Result<(), CheckpointError> {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let doomed = checkpoint.with_file_name(format!(".{name}.{}.old.tmp", std::process::id()));
-    fs_err::rename(checkpoint, &doomed)?;
-    fs_err::remove_dir_all(&doomed)?;
+    remove_dir_via(checkpoint, &doomed)?;
     Ok(())
 }
 

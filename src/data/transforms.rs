@@ -25,6 +25,8 @@ pub enum Transform {
     RandomResizedCrop(RandomResizedCrop),
     /// Crop the centre: an integer is a square; a crop larger than the image pads with black.
     CenterCrop(CenterCrop),
+    /// Pad every border, then crop a window at a uniform position: small random shifts.
+    RandomCrop(RandomCrop),
     /// Mirror left-right with probability `p`.
     HorizontalFlip(Flip),
     /// Mirror top-bottom with probability `p`.
@@ -95,6 +97,24 @@ pub struct RandomResizedCrop {
 #[serde(deny_unknown_fields)]
 pub struct CenterCrop {
     pub size: Size,
+}
+
+/// Parameters of [`Transform::RandomCrop`] (torchvision's `RandomCrop` with constant padding
+/// and `pad_if_needed`): `padding` pixels of `fill` go around every border, then a `size` window
+/// is cut at a position drawn uniformly, the row first. A window larger than the padded image
+/// is padded further on both sides, so the output always has the window's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RandomCrop {
+    /// The window; the pipeline's image size when absent.
+    #[serde(default)]
+    pub size: Option<Size>,
+    /// Pixels added on each side before cropping: with the image's own size as the window, the
+    /// content moves by up to this much either way.
+    #[serde(default)]
+    pub padding: u32,
+    #[serde(default)]
+    pub fill: Fill,
 }
 
 /// Parameters of the flips.
@@ -246,6 +266,7 @@ impl Transform {
             Transform::Resize(_) => "resize",
             Transform::RandomResizedCrop(_) => "random_resized_crop",
             Transform::CenterCrop(_) => "center_crop",
+            Transform::RandomCrop(_) => "random_crop",
             Transform::HorizontalFlip(_) => "horizontal_flip",
             Transform::VerticalFlip(_) => "vertical_flip",
             Transform::Rotation(_) => "rotation",
@@ -263,15 +284,17 @@ impl Transform {
             Err(format!("{name}.{field}: {rule} (got {got})"))
         };
         match self {
-            Transform::Resize(Resize { size }) | Transform::CenterCrop(CenterCrop { size }) => {
-                let (height, width) = match *size {
-                    Size::Side(side) => (side, side),
-                    Size::HeightWidth([height, width]) => (height, width),
-                };
+            Transform::Resize(Resize { size })
+            | Transform::CenterCrop(CenterCrop { size })
+            | Transform::RandomCrop(RandomCrop {
+                size: Some(size), ..
+            }) => {
+                let (height, width) = size_pair(*size);
                 if height == 0 || width == 0 {
                     return field_error("size", "must be > 0", format_size(*size));
                 }
             }
+            Transform::RandomCrop(RandomCrop { size: None, .. }) => {}
             Transform::RandomResizedCrop(crop) => {
                 let [low, high] = crop.scale;
                 if !(0.0 < low && low <= high && high <= 1.0) {
@@ -353,7 +376,7 @@ impl Transform {
     }
 
     /// Applies this transform; `output_size` is the pipeline's final side, used by
-    /// `random_resized_crop`. Draws from `rng` in a fixed order, so a given RNG state always gives
+    /// `random_resized_crop` and by `random_crop` without a size. Draws from `rng` in a fixed order, so a given RNG state always gives
     /// the same image.
     pub fn apply(&self, image: RgbImage, output_size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
         match self {
@@ -364,6 +387,10 @@ impl Transform {
                 imageops::resize(&*window, output_size, output_size, FilterType::Triangle)
             }
             Transform::CenterCrop(crop) => center_crop(&image, crop.size),
+            Transform::RandomCrop(crop) => {
+                let size = crop.size.unwrap_or(Size::Side(output_size));
+                random_crop(&image, size, crop.padding, crop.fill.pixel(), rng)
+            }
             Transform::HorizontalFlip(flip) => {
                 let mut image = image;
                 if rng.random::<f64>() < flip.p {
@@ -400,6 +427,14 @@ fn format_size(size: Size) -> String {
     match size {
         Size::Side(side) => side.to_string(),
         Size::HeightWidth([height, width]) => format!("[{height}, {width}]"),
+    }
+}
+
+/// `(height, width)` of a size.
+fn size_pair(size: Size) -> (u32, u32) {
+    match size {
+        Size::Side(side) => (side, side),
+        Size::HeightWidth([height, width]) => (height, width),
     }
 }
 
@@ -493,10 +528,7 @@ fn random_crop_window(
 /// torchvision's `CenterCrop`: offsets round half to even (Python's `round`), and a crop larger
 /// than the image pads it with black first, the odd pixel going to the bottom/right.
 fn center_crop(image: &RgbImage, size: Size) -> RgbImage {
-    let (crop_height, crop_width) = match size {
-        Size::Side(side) => (side, side),
-        Size::HeightWidth([height, width]) => (height, width),
-    };
+    let (crop_height, crop_width) = size_pair(size);
     let (width, height) = image.dimensions();
     let offset = |extent: u32, crop: u32| -> i64 {
         if crop > extent {
@@ -507,19 +539,70 @@ fn center_crop(image: &RgbImage, size: Size) -> RgbImage {
     };
     let top = offset(height, crop_height);
     let left = offset(width, crop_width);
-    if top >= 0 && left >= 0 && crop_width <= width && crop_height <= height {
-        return imageops::crop_imm(image, left as u32, top as u32, crop_width, crop_height)
-            .to_image();
+    window(image, left, top, crop_width, crop_height, Rgb([0, 0, 0]))
+}
+
+/// The `width`×`height` window whose top-left corner is at (`left`, `top`) in image coordinates,
+/// which may lie partly or wholly outside the image; pixels outside read as `fill`.
+fn window(
+    image: &RgbImage,
+    left: i64,
+    top: i64,
+    width: u32,
+    height: u32,
+    fill: Rgb<u8>,
+) -> RgbImage {
+    let (image_width, image_height) = (image.width() as i64, image.height() as i64);
+    if left >= 0
+        && top >= 0
+        && left + width as i64 <= image_width
+        && top + height as i64 <= image_height
+    {
+        return imageops::crop_imm(image, left as u32, top as u32, width, height).to_image();
     }
-    RgbImage::from_fn(crop_width, crop_height, |x, y| {
+    RgbImage::from_fn(width, height, |x, y| {
         let source_x = x as i64 + left;
         let source_y = y as i64 + top;
-        if (0..width as i64).contains(&source_x) && (0..height as i64).contains(&source_y) {
+        if (0..image_width).contains(&source_x) && (0..image_height).contains(&source_y) {
             *image.get_pixel(source_x as u32, source_y as u32)
         } else {
-            Rgb([0, 0, 0])
+            fill
         }
     })
+}
+
+/// torchvision's `RandomCrop` with constant padding: the image is padded by `padding` on every
+/// side (and further, evenly, where the window is still larger), then the window's top and left
+/// are drawn uniformly, in that order. Pixels outside the image read as `fill`.
+fn random_crop(
+    image: &RgbImage,
+    size: Size,
+    padding: u32,
+    fill: Rgb<u8>,
+    rng: &mut ChaCha8Rng,
+) -> RgbImage {
+    let (crop_height, crop_width) = size_pair(size);
+    let (width, height) = image.dimensions();
+    // The padded extent along one axis, grown to the window if needed (`pad_if_needed`), and
+    // the padding before the image on that axis.
+    let padded = |extent: u32, crop: u32| -> (u32, u32) {
+        let extent = extent + 2 * padding;
+        if crop > extent {
+            let extra = crop - extent;
+            // torchvision pads `extra` on both sides; the surplus past the window is cropped off.
+            (extent + 2 * extra, padding + extra)
+        } else {
+            (extent, padding)
+        }
+    };
+    let (padded_height, pad_top) = padded(height, crop_height);
+    let (padded_width, pad_left) = padded(width, crop_width);
+    let top = below(rng, padded_height - crop_height + 1);
+    let left = below(rng, padded_width - crop_width + 1);
+    // In image coordinates the window starts inside the padding when these are negative.
+    let left = left as i64 - pad_left as i64;
+    let top = top as i64 - pad_top as i64;
+    window(image, left, top, crop_width, crop_height, fill)
 }
 
 /// Rotates counter-clockwise by `degrees` about the image centre with bilinear sampling; source
@@ -854,6 +937,7 @@ mod tests {
             r#"{"resize": {"size": 20}}"#,
             r#"{"random_resized_crop": {"scale": [0.08, 1.0], "ratio": [0.75, 1.3333]}}"#,
             r#"{"center_crop": {"size": [14, 12]}}"#,
+            r#"{"random_crop": {"padding": 2, "fill": 7}}"#,
             r#"{"horizontal_flip": {"p": 0.5}}"#,
             r#"{"vertical_flip": {}}"#,
             r#"{"rotation": {"degrees": 10}}"#,
@@ -966,6 +1050,69 @@ mod tests {
         assert_eq!(padded.get_pixel(0, 0), &Rgb([0, 0, 0]));
         assert_eq!(padded.get_pixel(4, 1), image.get_pixel(4, 0));
         assert_eq!(padded.get_pixel(4, 10), &Rgb([0, 0, 0]));
+    }
+
+    /// The shift (dx, dy) that maps `image` onto `output` with `fill` where the source is
+    /// outside, if there is one within ±`limit`.
+    fn shift_of(
+        image: &RgbImage,
+        output: &RgbImage,
+        limit: i64,
+        fill: Rgb<u8>,
+    ) -> Option<(i64, i64)> {
+        let (width, height) = (image.width() as i64, image.height() as i64);
+        let shifts = (-limit..=limit).flat_map(|dy| (-limit..=limit).map(move |dx| (dx, dy)));
+        shifts.into_iter().find(|&(dx, dy)| {
+            output.enumerate_pixels().all(|(x, y, pixel)| {
+                let (source_x, source_y) = (x as i64 - dx, y as i64 - dy);
+                let inside = (0..width).contains(&source_x) && (0..height).contains(&source_y);
+                let expected = if inside {
+                    *image.get_pixel(source_x as u32, source_y as u32)
+                } else {
+                    fill
+                };
+                *pixel == expected
+            })
+        })
+    }
+
+    #[test]
+    fn random_crop_with_padding_shifts_by_every_offset_in_range_and_no_further() {
+        let image = test_image(12, 10);
+        let crop = parse(r#"{"random_crop": {"size": [10, 12], "padding": 2, "fill": [1, 2, 3]}}"#);
+        let mut seen = std::collections::BTreeSet::new();
+        for index in 0..400 {
+            let output = crop.apply(image.clone(), 99, &mut sample_rng(3, 0, index));
+            assert_eq!(output.dimensions(), (12, 10));
+            let shift = shift_of(&image, &output, 2, Rgb([1, 2, 3]));
+            seen.insert(shift.expect("the output is not a shifted copy of the image"));
+        }
+        // 5 × 5 offsets, each drawn with probability 1/25: all appear in 400 draws.
+        assert_eq!(seen.len(), 25, "{seen:?}");
+        // Without a size the window is the pipeline's output side; without padding nothing moves.
+        let square = test_image(16, 16);
+        let plain = parse(r#"{"random_crop": {}}"#);
+        assert_eq!(
+            plain.apply(square.clone(), 16, &mut sample_rng(3, 0, 0)),
+            square
+        );
+    }
+
+    #[test]
+    fn random_crop_pads_a_window_larger_than_the_image() {
+        // torchvision's pad_if_needed: a 6-wide image in a 10-wide window sits anywhere from
+        // flush left to flush right; the height matches, so rows never move.
+        let image = test_image(6, 8);
+        let crop = parse(r#"{"random_crop": {"size": [8, 10]}}"#);
+        let mut offsets = std::collections::BTreeSet::new();
+        for index in 0..200 {
+            let output = crop.apply(image.clone(), 99, &mut sample_rng(5, 2, index));
+            assert_eq!(output.dimensions(), (10, 8));
+            let (dx, dy) = shift_of(&image, &output, 4, Rgb([0, 0, 0])).expect("not a shift");
+            assert_eq!(dy, 0);
+            offsets.insert(dx);
+        }
+        assert_eq!(offsets, (0..=4).collect());
     }
 
     #[test]
@@ -1246,6 +1393,10 @@ mod tests {
                 "center_crop.size: must be > 0 (got 0)",
             ),
             (
+                r#"{"random_crop": {"size": [0, 4], "padding": 2}}"#,
+                "random_crop.size: must be > 0 (got [0, 4])",
+            ),
+            (
                 r#"{"cutout": {"size": 4, "fraction": 0.2}}"#,
                 "cutout: give exactly one of `size` or `fraction`",
             ),
@@ -1265,10 +1416,10 @@ mod tests {
                 {"color_jitter": {"brightness": 0.5, "contrast": 0.5, "saturation": 0.5, "hue": 0.0}},
                 {"gaussian_blur": {"kernel_size": 5, "sigma": [0.1, 3.0]}},
                 {"cutout": {"holes": 1, "size": 8}}, {"resize": {"size": 32}},
-                {"center_crop": {"size": 28}}]"#,
+                {"center_crop": {"size": 28}}, {"random_crop": {"padding": 2}}]"#,
         )
         .unwrap();
-        assert_eq!(list.len(), 8);
+        assert_eq!(list.len(), 9);
         assert!(list.iter().all(|transform| transform.validate().is_ok()));
     }
 }

@@ -50,6 +50,12 @@ fn cross_field_problems_name_their_field() {
             "must divide data.image_size 28",
         ),
         (
+            "model.conv_kind=2d",
+            "model.conv_kernel_size=4",
+            "model.conv_kernel_size",
+            "must be odd for 2d convolutions",
+        ),
+        (
             "train.clip_grad={norm: 0}",
             "train.epochs=1",
             "train.clip_grad.norm",

@@ -253,6 +253,18 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub conv_kernel_size: Option<u32>,
+    /// The depthwise convolution before q and k: `causal1d` (ViL v1, along the token sequence)
+    /// or `2d` (ViL v2, a square over the patch grid). Changing it without `conv_kernel_size`
+    /// takes that kind's official kernel: 4 for `causal1d`, 3 for `2d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_kind: Option<crate::model::ConvKind>,
+    /// How the tokens become one vector for the head: `bilateral_avg` (v1: mean of the first
+    /// and last token), `bilateral_flatten` (v2: both, concatenated) or `mean` (all tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<crate::model::Pooling>,
+    /// Biases in the projections and layer norms (v1: false, v2: true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<bool>,
 }
 
 impl ModelSpec {
@@ -293,8 +305,23 @@ impl ModelSpec {
         if let Some(qkv_block_size) = self.qkv_block_size {
             config.qkv_block_size = size(qkv_block_size);
         }
+        if let Some(kind) = self.conv_kind
+            && kind != config.conv_kind
+        {
+            config.conv_kind = kind;
+            config.conv_kernel_size = match kind {
+                crate::model::ConvKind::Causal1d => 4,
+                crate::model::ConvKind::TwoD => 3,
+            };
+        }
         if let Some(conv_kernel_size) = self.conv_kernel_size {
             config.conv_kernel_size = size(conv_kernel_size);
+        }
+        if let Some(pooling) = self.pooling {
+            config.pooling = pooling;
+        }
+        if let Some(bias) = self.bias {
+            config.bias = bias;
         }
         match config.validate() {
             Ok(()) => Ok(config),
@@ -634,5 +661,52 @@ impl Default for PlotSpec {
             width: default_plot_width(),
             height: default_plot_height(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ConvKind;
+
+    fn model(yaml: &str) -> ModelSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn switching_the_convolution_takes_its_official_kernel_unless_one_is_given() {
+        let micro = model("name: vil_micro").vil_config(10, 28).unwrap();
+        assert_eq!(
+            (micro.conv_kind, micro.conv_kernel_size),
+            (ConvKind::Causal1d, 4)
+        );
+        let grid = model("{name: vil_micro, conv_kind: 2d}")
+            .vil_config(10, 28)
+            .unwrap();
+        assert_eq!((grid.conv_kind, grid.conv_kernel_size), (ConvKind::TwoD, 3));
+        let wide = model("{name: vil_micro, conv_kind: 2d, conv_kernel_size: 5}");
+        assert_eq!(wide.vil_config(10, 28).unwrap().conv_kernel_size, 5);
+        // v2 presets already use the 2-D kernel; naming their own kind changes nothing.
+        let v2 = model("{name: vil2_tiny, conv_kind: 2d}")
+            .vil_config(10, 224)
+            .unwrap();
+        assert_eq!(v2.conv_kernel_size, 3);
+        let back = model("{name: vil2_tiny, conv_kind: causal1d}")
+            .vil_config(10, 224)
+            .unwrap();
+        assert_eq!(
+            (back.conv_kind, back.conv_kernel_size),
+            (ConvKind::Causal1d, 4)
+        );
+        let pooled = model("{name: vil_micro, pooling: mean, bias: true}");
+        let pooled = pooled.vil_config(10, 28).unwrap();
+        assert_eq!(
+            (pooled.pooling, pooled.bias),
+            (crate::model::Pooling::Mean, true)
+        );
+        // Everything else is the preset's: only the convolution's taps change the parameters.
+        let taps = grid.param_count().total() as i64 - micro.param_count().total() as i64;
+        let inner = micro.inner_dim() as i64;
+        assert_eq!(taps, micro.depth as i64 * inner * (9 - 4));
     }
 }

@@ -376,13 +376,13 @@ impl Transform {
     }
 
     /// Applies this transform; `output_size` is the pipeline's final side, used by
-    /// `random_resized_crop` and by `random_crop` without a size. Draws from `rng` in a fixed order, so a given RNG state always gives
-    /// the same image.
+    /// `random_resized_crop` and by `random_crop` without a size. Draws from `rng` in a fixed
+    /// order, so a given RNG state always gives the same image.
     pub fn apply(&self, image: RgbImage, output_size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
         match self {
             Transform::Resize(resize) => resize_to(image, resize.size),
             Transform::RandomResizedCrop(crop) => {
-                let (left, top, width, height) = random_crop_window(&image, crop, rng);
+                let (left, top, width, height) = random_resized_crop_window(&image, crop, rng);
                 let window = imageops::crop_imm(&image, left, top, width, height);
                 imageops::resize(&*window, output_size, output_size, FilterType::Triangle)
             }
@@ -479,7 +479,7 @@ fn resize_to(image: RgbImage, size: Size) -> RgbImage {
 
 /// torchvision's `RandomResizedCrop.get_params` (Python's `round`, half to even, included),
 /// returning `(left, top, width, height)`.
-fn random_crop_window(
+fn random_resized_crop_window(
     image: &RgbImage,
     crop: &RandomResizedCrop,
     rng: &mut ChaCha8Rng,
@@ -1124,13 +1124,13 @@ mod tests {
             ratio: [10.0, 12.0],
         };
         let image = test_image(20, 20);
-        let window = random_crop_window(&image, &crop, &mut sample_rng(0, 0, 0));
+        let window = random_resized_crop_window(&image, &crop, &mut sample_rng(0, 0, 0));
         assert_eq!(window, (0, 9, 20, 2));
         let full = RandomResizedCrop {
             scale: [1.0, 1.0],
             ratio: [1.0, 1.0],
         };
-        let window = random_crop_window(&image, &full, &mut sample_rng(0, 0, 0));
+        let window = random_resized_crop_window(&image, &full, &mut sample_rng(0, 0, 0));
         assert_eq!(window, (0, 0, 20, 20));
     }
 

@@ -33,6 +33,17 @@ pub enum ConvKind {
     TwoD,
 }
 
+impl ConvKind {
+    /// The kernel the official models use with this kind: 4 taps for v1's causal convolution;
+    /// 3×3 for v2, whose `VisionLSTM2` never forwards its kernel argument.
+    pub fn official_kernel(self) -> usize {
+        match self {
+            ConvKind::Causal1d => 4,
+            ConvKind::TwoD => 3,
+        }
+    }
+}
+
 /// How blocks are grouped, which decides the parameter names of a checkpoint.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -116,8 +127,7 @@ pub fn preset(name: &str) -> Option<VilConfig> {
         VilConfig::new(dim, 24)
             .with_pooling(Pooling::BilateralFlatten)
             .with_conv_kind(ConvKind::TwoD)
-            // The official VisionLSTM2 never forwards its kernel argument, so it is always 3.
-            .with_conv_kernel_size(3)
+            .with_conv_kernel_size(ConvKind::TwoD.official_kernel())
             .with_bias(true)
             .with_layout(BlockLayout::Pairs)
             .with_drop_path(drop_path)

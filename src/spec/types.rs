@@ -309,10 +309,7 @@ impl ModelSpec {
             && kind != config.conv_kind
         {
             config.conv_kind = kind;
-            config.conv_kernel_size = match kind {
-                crate::model::ConvKind::Causal1d => 4,
-                crate::model::ConvKind::TwoD => 3,
-            };
+            config.conv_kernel_size = kind.official_kernel();
         }
         if let Some(conv_kernel_size) = self.conv_kernel_size {
             config.conv_kernel_size = size(conv_kernel_size);

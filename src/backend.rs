@@ -8,6 +8,8 @@
 //! type here from the spec's `backend` field.
 
 use burn::backend::Autodiff;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// The CPU backend for inference and validation.
 pub type Cpu = burn::backend::NdArray<f32>;
@@ -37,3 +39,50 @@ pub fn cuda_device(index: usize) -> burn::backend::cuda::CudaDevice {
 
 /// Whether this binary was built with the CUDA backend.
 pub const CUDA_AVAILABLE: bool = cfg!(feature = "cuda");
+
+/// Compute backend.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// burn's pure-Rust CPU backend (ndarray), always available.
+    #[default]
+    Cpu,
+    /// burn's CUDA backend; needs a binary built with `--features cuda` and an NVIDIA GPU.
+    Cuda,
+}
+
+/// A backend the spec or the command line asks for that this binary was built without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "backend: {kind} needs a vilab built with `cargo build --release --features {kind}` (this one has only the CPU backend)"
+)]
+pub struct BackendUnavailable {
+    /// The backend asked for.
+    pub kind: BackendKind,
+}
+
+impl BackendKind {
+    /// The name in the experiment file and the cargo feature that builds it in.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this binary can run on the backend.
+    pub fn ensure_available(self) -> Result<(), BackendUnavailable> {
+        match self {
+            Self::Cuda if !CUDA_AVAILABLE => Err(BackendUnavailable { kind: self }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}

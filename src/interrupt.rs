@@ -9,7 +9,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::cli::EXIT_INTERRUPTED;
+/// The exit code of a process stopped by an interrupt (128 + SIGINT), at once or gracefully.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static GRACEFUL_DEPTH: AtomicUsize = AtomicUsize::new(0);

@@ -1,4 +1,5 @@
-//! The `vilab` binary: parse the command line, set up logging, run, map errors to exit codes.
+//! The `vilab` binary: parse the command line, set up logging, run (`vilab::cli::main` prints
+//! errors and maps them to exit codes).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -6,8 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::error::ErrorKind;
 use tracing_subscriber::EnvFilter;
-use vilab::cli::{Cli, exit_code_of, run};
-use vilab::spec::LoadError;
+use vilab::cli::Cli;
 
 fn main() -> ExitCode {
     ignore_file_size_signal();
@@ -31,17 +31,7 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     vilab::interrupt::install();
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            match error.downcast_ref::<LoadError>() {
-                // Validation problems are already `FILE:LINE:COL: field: message` lines.
-                Some(LoadError::Invalid(problems)) => eprintln!("{problems}"),
-                _ => eprintln!("error: {error:#}"),
-            }
-            ExitCode::from(exit_code_of(&error))
-        }
-    }
+    ExitCode::from(vilab::cli::main(cli))
 }
 
 /// Prints a command-line mistake as one line (what is wrong, then the usage), exit code 2;

@@ -149,8 +149,8 @@ fn validation_names_the_offending_field() {
         (VilConfig::new(0, 2), "dim"),
     ];
     for (config, field) in cases {
-        let message = config.validate().expect_err(field);
-        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        let error = config.validate().expect_err(field);
+        assert_eq!(error.field, field, "{error}");
     }
 }
 

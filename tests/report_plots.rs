@@ -6,11 +6,8 @@ use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 use vilab::metrics::report::ConfusionMatrix;
-use vilab::report::curves::HISTORY_HEADER;
-use vilab::report::{
-    HistoryRow, ImageFormat, ReportError, read_history, write_confusion_heatmap, write_curves,
-    write_history,
-};
+use vilab::metrics::{HISTORY_HEADER, HistoryError, HistoryRow, read_history, write_history};
+use vilab::report::{ImageFormat, ReportError, write_confusion_heatmap, write_curves};
 
 /// Share of pixels that must differ from the background in a plot with lines or cells.
 const MIN_DRAWN: f64 = 0.02;
@@ -270,7 +267,7 @@ fn history_reading_names_the_file_and_the_problem() {
     )
     .unwrap();
     let error = read_history(&path).unwrap_err();
-    assert!(matches!(error, ReportError::History { .. }));
+    assert!(matches!(error, HistoryError::Csv { .. }));
     assert!(error.to_string().contains("history.csv"), "{error}");
 }
 

@@ -6,9 +6,9 @@
 
 use clap::Args;
 
-use super::{EXIT_OK, EXIT_USAGE, ExperimentArgs, shown_path};
+use super::{EXIT_OK, ExperimentArgs, shown_path, usage};
 use crate::launcher::slurm::cancel;
-use crate::pipeline::sweep::Sweep;
+use crate::runner::sweep::Sweep;
 
 /// Arguments of `vilab cancel`.
 #[derive(Debug, Args)]
@@ -21,12 +21,11 @@ pub struct CancelArgs {
 pub fn run(args: &CancelArgs) -> anyhow::Result<u8> {
     let spec = args.experiment.load()?;
     if spec.spec.sweep.is_none() {
-        eprintln!(
-            "error: {}: has no `sweep` section; cancel works on sweeps submitted with \
+        return Err(usage(format!(
+            "{}: has no `sweep` section; cancel works on sweeps submitted with \
              --launcher slurm",
             args.experiment.file.display()
-        );
-        return Ok(EXIT_USAGE);
+        )));
     }
     let sweep = Sweep::new(spec, &args.experiment.sets, &args.experiment.out)?;
     let cancelled = cancel(&sweep)?;

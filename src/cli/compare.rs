@@ -12,10 +12,10 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::EXIT_OK;
-use super::predict::{exit_code, usage};
-use crate::pipeline::sweep::{SweepFile, TrialState};
+use super::usage;
 use crate::report::compare::plots::write_compare_curves;
 use crate::report::compare::{RunResults, compare};
+use crate::runner::sweep::{SweepFile, TrialState};
 
 /// Output formats of `vilab compare`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,7 +107,7 @@ fn expand(argument: &Path) -> anyhow::Result<Vec<Named>> {
 
 /// Runs the verb; an argument that is no run or sweep folder exits 2, as in predict and export.
 pub fn run(args: &CompareArgs) -> anyhow::Result<u8> {
-    exit_code(compare_runs(args))
+    compare_runs(args)
 }
 
 fn compare_runs(args: &CompareArgs) -> anyhow::Result<u8> {

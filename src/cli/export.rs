@@ -14,13 +14,11 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 
-use super::EXIT_OK;
-use super::predict::{
-    WeightsChoice, check_free, exit_code, publish, resolve_run_dir, temporary_path, usage,
-    weights_dir,
-};
+use super::{EXIT_OK, usage};
 use crate::backend::{Cpu, cpu_device};
-use crate::stages::evaluate::load_exported;
+use crate::files::{PublishError, ensure_free, json_bytes, publish, temp_path, write_synced};
+use crate::inference::{EXPORTED_WEIGHTS, load_exported};
+use crate::pipeline::layout::{RunDir, WeightsChoice};
 
 /// Arguments of `vilab export`.
 #[derive(Debug, Args)]
@@ -52,10 +50,6 @@ struct Normalization {
 
 /// Runs `vilab export`.
 pub fn run(args: &ExportArgs) -> anyhow::Result<u8> {
-    exit_code(export(args))
-}
-
-fn export(args: &ExportArgs) -> anyhow::Result<u8> {
     let is_safetensors = args
         .out
         .extension()
@@ -66,8 +60,8 @@ fn export(args: &ExportArgs) -> anyhow::Result<u8> {
             args.out.display()
         )));
     }
-    let run = resolve_run_dir(&args.run_dir)?;
-    let source = weights_dir(&run, args.weights)?;
+    let run = RunDir::resolve(&args.run_dir)?;
+    let source = run.exported(args.weights)?;
     let (_, config) = load_exported::<Cpu>(&source, &cpu_device())?;
 
     let folder = args
@@ -79,11 +73,11 @@ fn export(args: &ExportArgs) -> anyhow::Result<u8> {
     let normalization_path = folder.join("normalization.json");
     let targets = [&args.out, &classes_path, &normalization_path];
     for target in targets {
-        check_free(target, args.force)?;
+        ensure_free(target, args.force)?;
     }
     fs_err::create_dir_all(folder)?;
 
-    let weights = fs_err::read(source.join("model.safetensors"))?;
+    let weights = fs_err::read(source.join(EXPORTED_WEIGHTS))?;
     let normalization = Normalization {
         mean: config.mean,
         std: config.std,
@@ -91,16 +85,18 @@ fn export(args: &ExportArgs) -> anyhow::Result<u8> {
     };
     let contents = [
         weights,
-        pretty_json(&config.classes)?,
-        pretty_json(&normalization)?,
+        json_bytes(&classes_path, &config.classes)?,
+        json_bytes(&normalization_path, &normalization)?,
     ];
     let mut written = Vec::new();
     for (target, bytes) in targets.into_iter().zip(&contents) {
-        let tmp = temporary_path(target);
-        let result = write_synced(&tmp, bytes).and_then(|()| publish(&tmp, target, args.force));
+        let tmp = temp_path(target, "tmp");
+        let result = write_synced(&tmp, bytes)
+            .map_err(PublishError::from)
+            .and_then(|()| publish(&tmp, target, args.force));
         if let Err(error) = result {
             let _ = std::fs::remove_file(&tmp);
-            return Err(error);
+            return Err(error.into());
         }
         written.push(target.display().to_string());
     }
@@ -111,21 +107,8 @@ fn export(args: &ExportArgs) -> anyhow::Result<u8> {
         config.epoch,
         config.classes.len(),
         contents[0].len() as f64 / (1024.0 * 1024.0),
-        run.display(),
+        run.path().display(),
         written.join(", ")
     );
     Ok(EXIT_OK)
-}
-
-fn pretty_json<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
-    let mut text = serde_json::to_vec_pretty(value)?;
-    text.push(b'\n');
-    Ok(text)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = fs_err::File::create(path)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_all()?;
-    Ok(())
 }

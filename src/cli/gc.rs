@@ -1,35 +1,14 @@
-//! `vilab gc --out DIR [--dry-run]`: delete the cache entries no run folder references.
-//!
-//! A cache entry is kept when any run folder `<out>/<name>/<run-id>/` links to it or lists its
-//! key in `run.json`, or in `pending.json` — the stage keys of a run that has not finished:
-//! running, failed, or killed (sweep folders only link run folders, and a trial is an ordinary
-//! run, so pending and failed trials count through their run folders too). Everything else
-//! under `<out>/cache/<stage>-v<N>/` is garbage, as are leftovers under `tmp/` (entries whose
-//! writer died). A folder under `resume/` (the checkpoints an interrupted training resumes
-//! from) is kept while its key is referenced the same way, so collecting never throws away the
-//! progress of a run that will be resumed; only orphaned ones go. Deleting a run folder
-//! releases everything only it referenced.
-//!
-//! What is deleted is chosen under the entry's lock: an entry, tmp or resume folder whose lock a
-//! process holds (computing it, or a run using it — runs hold a shared lock on every entry they
-//! read until their run folder links it) is skipped and reported. After taking the locks, the run
-//! folders are read again: a run writes `pending.json` before it looks at any entry, so one that
-//! started while gc was choosing is seen then and keeps what it needs. Entries are moved into
-//! `tmp/` first, so a half-deleted entry never looks like a damaged one. Nothing outside
-//! `<out>/cache` is touched, and neither are `corrupt/` (quarantined entries, kept on purpose) nor
-//! the lock files; an entry's record under `verified/` goes with it. `--out` must be given
-//! explicitly: collecting the wrong folder's cache only costs recomputation, but it should never
-//! happen by default.
+//! `vilab gc --out DIR [--dry-run]`: delete the cache entries no run folder references (the
+//! rules and the lock protocol are in `pipeline::gc`).
 
-use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Args;
 
-use super::EXIT_OK;
-use crate::pipeline::cache::{Cache, RESUME_FOLDER, is_stage_folder, remove_stamps};
-use crate::pipeline::run::{PENDING_FILE, PendingRun, read_record};
+use super::{EXIT_OK, human_bytes};
+use crate::pipeline::cache::Cache;
+use crate::pipeline::gc::{GcEvent, collect};
 
 /// Arguments of `vilab gc`.
 #[derive(Debug, Args)]
@@ -42,188 +21,9 @@ pub struct GcArgs {
     pub dry_run: bool,
 }
 
-/// Something gc may delete.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Garbage {
-    /// The folder.
-    path: PathBuf,
-    /// The lock guarding it (`<stage>-v<N>-<key>`).
-    lock: String,
-    /// `entry`, `tmp` or `resume`.
-    kind: &'static str,
-    /// The stage folder (`train-v1`) and key it belongs to.
-    stage_folder: String,
-    /// See `stage_folder`.
-    key: String,
-}
-
-/// How many candidates are locked at once before the run folders are read again.
-const LOCK_BATCH: usize = 256;
-
-/// `path` with `.` and `..` resolved without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// What the run folders under an output root reference.
-#[derive(Debug, Default)]
-struct References {
-    /// Entries linked from a run folder, as `(stage folder, key)`.
-    linked: BTreeSet<(String, String)>,
-    /// Keys listed in a `run.json` or `pending.json` (matched under any format version).
-    keys: BTreeSet<String>,
-}
-
-impl References {
-    /// Whether `candidate` is still needed. Leftovers under `tmp/` never are: they are
-    /// partial outputs nobody reads.
-    fn keep(&self, candidate: &Garbage) -> bool {
-        candidate.kind != "tmp"
-            && (self.keys.contains(&candidate.key)
-                || self
-                    .linked
-                    .contains(&(candidate.stage_folder.clone(), candidate.key.clone())))
-    }
-}
-
-/// Every cache entry a run folder references.
-fn referenced(out: &Path, cache_root: &Path) -> anyhow::Result<References> {
-    let mut references = References::default();
-    let cache_root = normalize(&std::path::absolute(cache_root)?);
-    for experiment in fs_err::read_dir(out)? {
-        let experiment = experiment?;
-        let path = experiment.path();
-        if experiment.file_name() == "cache" || !experiment.file_type()?.is_dir() {
-            continue;
-        }
-        for run in fs_err::read_dir(&path)? {
-            let run = run?;
-            // `latest` and trial links point at run folders listed here anyway.
-            if !run.file_type()?.is_dir() {
-                continue;
-            }
-            let run_dir = std::path::absolute(run.path())?;
-            // Gone since listed (its owner removed it): it references nothing any more.
-            let Ok(items) = fs_err::read_dir(&run_dir) else {
-                continue;
-            };
-            for item in items {
-                let item = item?;
-                let Ok(target) = std::fs::read_link(item.path()) else {
-                    continue;
-                };
-                let target = normalize(&run_dir.join(target));
-                let Ok(inside) = target.strip_prefix(&cache_root) else {
-                    continue;
-                };
-                let parts: Vec<String> = inside
-                    .components()
-                    .map(|part| part.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                if let [stage, _, key] = parts.as_slice() {
-                    references.linked.insert((stage.clone(), key.clone()));
-                }
-            }
-            if let Some(record) = read_record(&run_dir) {
-                references
-                    .keys
-                    .extend(record.stages.into_iter().map(|stage| stage.key));
-            }
-            if let Ok(bytes) = std::fs::read(run_dir.join(PENDING_FILE))
-                && let Ok(pending) = serde_json::from_slice::<PendingRun>(&bytes)
-            {
-                references
-                    .keys
-                    .extend(pending.stages.into_iter().map(|stage| stage.key));
-            }
-        }
-    }
-    Ok(references)
-}
-
-/// Everything under the cache that nobody references.
-fn garbage(references: &References, out: &Path, cache_root: &Path) -> anyhow::Result<Vec<Garbage>> {
-    let mut found: Vec<Garbage> = Cache::new(out)
-        .stored_entries()?
-        .into_iter()
-        .map(|entry| Garbage {
-            lock: entry.lock_name(),
-            path: entry.path,
-            kind: "entry",
-            stage_folder: entry.stage_folder,
-            key: entry.key,
-        })
-        .collect();
-    for (folder, kind) in [("tmp", "tmp"), (RESUME_FOLDER, "resume")] {
-        let Ok(items) = fs_err::read_dir(cache_root.join(folder)) else {
-            continue;
-        };
-        for item in items {
-            let item = item?;
-            let name = item.file_name().to_string_lossy().into_owned();
-            // tmp/<stage>-v<N>-<key>.<pid>.<nanos> (being written, or being deleted by gc or a run),
-            // resume/<stage>-v<N>-<key>; anything else is not ours to judge.
-            let lock = name.split('.').next().unwrap_or_default().to_owned();
-            let Some((stage, key)) = lock.rsplit_once('-') else {
-                continue;
-            };
-            if !is_stage_folder(stage) {
-                continue;
-            }
-            found.push(Garbage {
-                path: item.path(),
-                stage_folder: stage.to_owned(),
-                key: key.to_owned(),
-                lock,
-                kind,
-            });
-        }
-    }
-    found.retain(|candidate| !references.keep(candidate));
-    found.sort();
-    Ok(found)
-}
-
-/// Bytes of the files under `path` (links not followed).
-pub(super) fn folder_bytes(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|item| item.metadata().ok())
-        .filter(|metadata| metadata.is_file())
-        .map(|metadata| metadata.len())
-        .sum()
-}
-
-pub(super) fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Runs the verb.
 pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
-    let cache = Cache::new(&args.out);
-    let cache_root = cache.root().to_path_buf();
+    let cache_root = Cache::new(&args.out).root().to_path_buf();
     if !args.out.is_dir() {
         bail!("{}: no such folder", args.out.display());
     }
@@ -231,8 +31,6 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
         println!("{}: no cache; nothing to collect", cache_root.display());
         return Ok(EXIT_OK);
     }
-    let candidates = garbage(&referenced(&args.out, &cache_root)?, &args.out, &cache_root)?;
-    let (mut count, mut bytes, mut busy) = (0usize, 0u64, 0usize);
     let verb = if args.dry_run {
         "would delete"
     } else {
@@ -244,91 +42,25 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
             .display()
             .to_string()
     };
-    for batch in candidates.chunks(LOCK_BATCH) {
-        let mut held = Vec::new();
-        for candidate in batch {
-            // A dry run creates nothing: with no lock file, nobody can hold the lock.
-            if args.dry_run && !cache.lock_path(&candidate.lock).exists() {
-                held.push((candidate, None));
-                continue;
-            }
-            match cache.try_lock_named(&candidate.lock)? {
-                Some(lock) => held.push((candidate, Some(lock))),
-                None => {
-                    println!("in use, kept: {}", relative(&candidate.path));
-                    busy += 1;
-                }
-            }
-        }
-        // Runs that started since the first reading have written `pending.json` by now.
-        let references = referenced(&args.out, &cache_root)?;
-        for (candidate, _lock) in held {
-            if references.keep(candidate) {
-                println!("in use, kept: {}", relative(&candidate.path));
-                busy += 1;
-                continue;
-            }
-            if !candidate.path.exists() {
-                continue;
-            }
-            let size = folder_bytes(&candidate.path);
-            if !args.dry_run {
-                // Into tmp/ under the lock's name, so a trash folder left by a crash is
-                // collected next time.
-                cache.discard(&candidate.path, &candidate.lock)?;
-                if candidate.kind == "entry" {
-                    remove_stamps(&cache.stamps_path_named(&candidate.lock))?;
-                }
-            }
-            println!(
-                "{verb} {} {} ({})",
-                candidate.kind,
-                relative(&candidate.path),
-                human(size)
-            );
-            count += 1;
-            bytes += size;
-        }
-    }
-    let busy_note = if busy > 0 {
-        format!("; {busy} in use kept")
+    let summary = collect(&args.out, args.dry_run, |event| match event {
+        GcEvent::InUse(candidate) => println!("in use, kept: {}", relative(&candidate.path)),
+        GcEvent::Deleted(candidate, size) => println!(
+            "{verb} {} {} ({})",
+            candidate.kind,
+            relative(&candidate.path),
+            human_bytes(size)
+        ),
+    })?;
+    let busy_note = if summary.in_use > 0 {
+        format!("; {} in use kept", summary.in_use)
     } else {
         String::new()
     };
+    let (count, bytes) = (summary.deleted, human_bytes(summary.bytes));
     if args.dry_run {
-        println!("would free {count} folder(s), {}{busy_note}", human(bytes));
+        println!("would free {count} folder(s), {bytes}{busy_note}");
     } else {
-        println!("freed {count} folder(s), {}{busy_note}", human(bytes));
+        println!("freed {count} folder(s), {bytes}{busy_note}");
     }
     Ok(EXIT_OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_normalize_lexically() {
-        assert_eq!(
-            normalize(Path::new("/o/tiny/abc/../../cache/split-v1/ab/abcd")),
-            PathBuf::from("/o/cache/split-v1/ab/abcd")
-        );
-    }
-
-    #[test]
-    fn stage_folders_are_recognised() {
-        assert!(is_stage_folder("train-v1"));
-        assert!(is_stage_folder("split-v12"));
-        assert!(!is_stage_folder("locks"));
-        assert!(!is_stage_folder("tmp"));
-        assert!(!is_stage_folder("-v1"));
-        assert!(!is_stage_folder("train-v"));
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 * 1024 * 1024), "3.0 MiB");
-    }
 }

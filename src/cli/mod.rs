@@ -1,7 +1,8 @@
 //! The `vilab` command line: clap definitions and one file per verb.
 //!
-//! Exit codes: 0 ok, 1 failure (or, for `status`, something is not cached), 2 usage or
-//! validation error, 130 interrupted.
+//! Exit codes: 0 ok, 1 failure (for `status`: something is not cached), 2 usage or validation
+//! error (for `status`: the check could not be made at all), 130 interrupted. Verbs return
+//! errors; [`main`] prints them and [`exit_code_of`] is the one place an error becomes a code.
 
 mod bench;
 mod cancel;
@@ -30,7 +31,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit code for a usage or validation error.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code after an interruption (Ctrl-C, SIGTERM).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use crate::interrupt::EXIT_INTERRUPTED;
 
 /// Declarative, cached Vision-LSTM experiments: one YAML file, one binary.
 #[derive(Debug, Parser)]
@@ -114,6 +115,36 @@ impl ExperimentArgs {
     }
 }
 
+/// A mistake in the command line or its paths: printed as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// A [`UsageError`] saying `message`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// Runs a parsed command line, prints what went wrong, and returns the exit code.
+pub fn main(cli: Cli) -> u8 {
+    let checking = matches!(cli.command, Command::Status(_));
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            match error.downcast_ref::<LoadError>() {
+                // Validation problems are already `FILE:LINE:COL: field: message` lines.
+                Some(LoadError::Invalid(problems)) => eprintln!("{problems}"),
+                _ => eprintln!("error: {error:#}"),
+            }
+            match exit_code_of(&error) {
+                // `status` says 1 for "not cached": a check that failed is something else.
+                EXIT_FAILURE if checking => EXIT_USAGE,
+                code => code,
+            }
+        }
+    }
+}
+
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let reporter = crate::progress::Reporter::new(cli.quiet);
@@ -137,10 +168,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 
 /// The exit code an error stands for.
 pub fn exit_code_of(error: &anyhow::Error) -> u8 {
-    use crate::pipeline::run::RunError;
+    use crate::backend::BackendUnavailable;
+    use crate::files::PublishError;
+    use crate::pipeline::layout::LayoutError;
+    use crate::runner::run::RunError;
     use crate::stages::StageError;
     use crate::train::TrainError;
-    if error.downcast_ref::<LoadError>().is_some() {
+    let usage_error = error.downcast_ref::<LoadError>().is_some()
+        || error.downcast_ref::<UsageError>().is_some()
+        || error.downcast_ref::<LayoutError>().is_some()
+        || error.downcast_ref::<BackendUnavailable>().is_some()
+        || matches!(
+            error.downcast_ref::<PublishError>(),
+            Some(PublishError::Exists(_))
+        );
+    if usage_error {
         return EXIT_USAGE;
     }
     match error.downcast_ref::<RunError>() {
@@ -149,6 +191,32 @@ pub fn exit_code_of(error: &anyhow::Error) -> u8 {
             ..
         }) => EXIT_INTERRUPTED,
         _ => EXIT_FAILURE,
+    }
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.0 MiB`.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(3 * 1024 * 1024), "3.0 MiB");
     }
 }
 

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::{EXIT_OK, EXIT_USAGE};
+use super::{EXIT_OK, usage};
 use crate::model::{PRESET_NAMES, VilConfig, preset};
 
 /// Model utilities.
@@ -41,13 +41,7 @@ fn grouped(number: u64) -> String {
 /// Runs a model subcommand.
 pub fn run(command: ModelCommand) -> anyhow::Result<u8> {
     let ModelCommand::Info(args) = command;
-    let config = match preset_with(&args.name, args.classes, args.image_size) {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(EXIT_USAGE);
-        }
-    };
+    let config = preset_with(&args.name, args.classes, args.image_size).map_err(usage)?;
     let count = config.param_count();
     let macs = config.forward_macs();
     let tokens = config.num_tokens() as u64;

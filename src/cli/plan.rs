@@ -13,9 +13,9 @@ use clap::Args;
 use super::{EXIT_FAILURE, EXIT_OK, ExperimentArgs, shown_path};
 use crate::launcher::queue::TaskStatus;
 use crate::pipeline::cache::Cache;
+use crate::pipeline::layout::previous_keys;
 use crate::pipeline::plan::{StageStatus, build_plan, stage_statuses};
-use crate::pipeline::run::previous_keys;
-use crate::pipeline::sweep::{Sweep, TrialPlan, TrialState};
+use crate::runner::sweep::{Sweep, TrialPlan, TrialState};
 use crate::spec::LoadedSpec;
 use crate::spec::sweep::Trial;
 

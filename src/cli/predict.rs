@@ -4,14 +4,8 @@
 //! The weights come from a run folder (`train/best`, `train/last` or `train/ema`, where the class
 //! names, the normalisation and the evaluation transforms are recorded next to them) or from a
 //! weights file made elsewhere, such as an official checkpoint, with the preset, class names and
-//! normalisation given on the command line.
-//!
-//! Preprocessing is the evaluate stage's, step for step, so that predicting on the validation
-//! images reproduces the evaluation: decode to 8-bit RGB; resize to the model's square size, which
-//! is what the augment stage stores (an image already at that size is left alone); run the
-//! evaluation transforms with the RNG the evaluation loader gives sample `i` (seed 0, epoch 0,
-//! `i` counting the images that decoded); normalise with the mean and std. Batches are filled with
-//! readable images only, so on the same list of files they are the evaluation's batches too.
+//! normalisation given on the command line. The model and its preprocessing (the evaluate
+//! stage's, step for step) are `inference::Predictor`; this file parses, batches and writes.
 //!
 //! Files that do not decode are skipped and listed on stderr; the command fails only when no
 //! image at all could be predicted. The CSV is written beside its destination and renamed into
@@ -20,21 +14,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
-use burn::tensor::{Tensor, TensorData};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use image::RgbImage;
 use rayon::prelude::*;
-use walkdir::WalkDir;
 
-use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::backend::{Cpu, cpu_device};
-use crate::data::image::{decode_rgb8, resize_square};
-use crate::data::scan::is_hidden;
-use crate::data::transforms::{Transform, apply_pipeline, sample_rng, to_normalized_chw};
-use crate::model::{PRESET_NAMES, VisionLstm, load_pretrained, preset};
+use super::{EXIT_FAILURE, EXIT_OK, usage};
+use crate::files::{ensure_free, publish, temp_path};
+use crate::inference::{Predictor, Unlisted, image_files};
+use crate::model::{PRESET_NAMES, preset};
+use crate::pipeline::layout::{RunDir, WeightsChoice};
 use crate::progress::Reporter;
-use crate::stages::evaluate::{load_exported, softmax_with_loss};
 
 /// Arguments of `vilab predict`.
 #[derive(Debug, Args)]
@@ -103,298 +93,84 @@ pub enum ProbColumns {
     All,
 }
 
-/// Which exported weights of a run to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WeightsChoice {
-    /// The checkpoint with the best validation score.
-    Best,
-    /// The weights after the last epoch.
-    Last,
-    /// The exponential moving average of the weights (when training kept one).
-    Ema,
-}
-
-impl WeightsChoice {
-    const ALL: [WeightsChoice; 3] = [WeightsChoice::Best, WeightsChoice::Last, WeightsChoice::Ema];
-
-    /// The folder name under `<run>/train/`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WeightsChoice::Best => "best",
-            WeightsChoice::Last => "last",
-            WeightsChoice::Ema => "ema",
-        }
-    }
-}
-
-/// A mistake in the command line or its paths: printed as one line, exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(super) struct UsageError(String);
-
-pub(super) fn usage(message: impl Into<String>) -> anyhow::Error {
-    UsageError(message.into()).into()
-}
-
-/// Turns a [`UsageError`] into its line on stderr and exit code 2; other errors pass through.
-pub(super) fn exit_code(result: anyhow::Result<u8>) -> anyhow::Result<u8> {
-    match result {
-        Err(error) if error.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("error: {error}");
-            Ok(EXIT_USAGE)
-        }
-        other => other,
-    }
-}
-
-/// The run folder `path` names: itself, or its `latest` link when given an experiment folder.
-pub(super) fn resolve_run_dir(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.join("run.json").is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let latest = path.join("latest");
-    if latest.join("run.json").is_file() {
-        return Ok(latest);
-    }
-    let what = if path.is_dir() {
-        "not a vilab run folder (no run.json)"
-    } else if path.exists() {
-        "not a folder"
-    } else {
-        "no such folder"
+/// The exported weights of a run, and how to name them in the closing summary.
+fn from_run(run: &Path, weights: Option<&str>) -> anyhow::Result<(Predictor, String)> {
+    let choice = match weights {
+        None => WeightsChoice::Best,
+        Some(text) => WeightsChoice::parse(text).ok_or_else(|| {
+            usage(format!(
+                "--weights {text}: with a run folder, expected best, last or ema (a weights \
+                 file goes with --model NAME)"
+            ))
+        })?,
     };
-    Err(usage(format!(
-        "{}: {what}; expected a run folder such as outputs/<name>/latest",
-        path.display()
-    )))
+    let run = RunDir::resolve(run)?;
+    let (predictor, origin) = Predictor::from_exported(&run.exported(choice)?)?;
+    let description = format!(
+        "{} weights ({}, epoch {}) of {}",
+        choice.as_str(),
+        origin.weights,
+        origin.epoch,
+        run.path().display()
+    );
+    Ok((predictor, description))
 }
 
-/// `<run>/train/<weights>`, checked to hold exported weights.
-pub(super) fn weights_dir(run: &Path, choice: WeightsChoice) -> anyhow::Result<PathBuf> {
-    let exported = |choice: WeightsChoice| {
-        let dir = run.join("train").join(choice.as_str());
-        let complete = dir.join("config.json").is_file() && dir.join("model.safetensors").is_file();
-        complete.then_some(dir)
-    };
-    if let Some(dir) = exported(choice) {
-        return Ok(dir);
-    }
-    let available: Vec<&str> = WeightsChoice::ALL
-        .into_iter()
-        .filter(|&other| exported(other).is_some())
-        .map(WeightsChoice::as_str)
-        .collect();
-    let run = run.display();
-    Err(usage(match (choice, available.is_empty()) {
-        (_, true) => {
-            format!("{run}: no trained weights in this run (train/ has no best/ or last/)")
-        }
-        (WeightsChoice::Ema, false) => format!(
-            "{run}: no EMA weights in this run (train/ema/ does not exist); available: {}",
-            available.join(", ")
-        ),
-        (_, false) => format!(
-            "{run}: no {} weights in this run (train/{}/ is missing or incomplete); available: {}",
-            choice.as_str(),
-            choice.as_str(),
-            available.join(", ")
-        ),
-    }))
-}
-
-/// Writes `tmp` to `path` by renaming; without `force` an existing `path` is left alone and is
-/// a usage error (a hard link publishes without ever replacing, where the file system has them).
-pub(super) fn publish(tmp: &Path, path: &Path, force: bool) -> anyhow::Result<()> {
-    let exists_error = || {
-        usage(format!(
-            "{}: already exists; pass --force to replace it",
-            path.display()
-        ))
-    };
-    if !force {
-        match std::fs::hard_link(tmp, path) {
-            Ok(()) => {
-                fs_err::remove_file(tmp)?;
-                return Ok(());
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(tmp);
-                return Err(exists_error());
-            }
-            Err(_) if path.symlink_metadata().is_ok() => {
-                let _ = std::fs::remove_file(tmp);
-                return Err(exists_error());
-            }
-            Err(_) => {}
-        }
-    }
-    fs_err::rename(tmp, path)?;
-    Ok(())
-}
-
-/// Fails with a usage error when `path` exists and `force` is off.
-pub(super) fn check_free(path: &Path, force: bool) -> anyhow::Result<()> {
-    if !force && path.symlink_metadata().is_ok() {
+/// A preset loaded from a weights file, fed as described on the command line.
+fn from_checkpoint(
+    args: &PredictArgs,
+    name: &str,
+    reporter: &Reporter,
+) -> anyhow::Result<(Predictor, String)> {
+    let Some(mut config) = preset(name) else {
+        let close = crate::spec::problems::suggest(name, PRESET_NAMES.iter().copied());
         return Err(usage(format!(
-            "{}: already exists; pass --force to replace it",
-            path.display()
+            "--model {name}: unknown model{}; known: {}",
+            close.map_or(String::new(), |close| format!(" (did you mean `{close}`?)")),
+            PRESET_NAMES.join(", ")
+        )));
+    };
+    let weights = PathBuf::from(args.weights.as_deref().unwrap_or_default());
+    if !weights.is_file() {
+        return Err(usage(format!(
+            "--weights {}: no such file",
+            weights.display()
         )));
     }
-    Ok(())
-}
-
-/// The hidden temporary file `path` is written as before it is published.
-pub(super) fn temporary_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-/// A model with everything needed to feed it.
-struct Predictor {
-    model: VisionLstm<Cpu>,
-    classes: Vec<String>,
-    image_size: u32,
-    mean: [f32; 3],
-    std: [f32; 3],
-    transforms: Vec<Transform>,
-    /// Which weights these are, for the closing summary.
-    description: String,
-}
-
-impl Predictor {
-    /// The exported weights of a run.
-    fn from_run(run: &Path, weights: Option<&str>) -> anyhow::Result<Predictor> {
-        let choice = match weights {
-            None => WeightsChoice::Best,
-            Some(text) => WeightsChoice::from_str(text, false).map_err(|_| {
-                usage(format!(
-                    "--weights {text}: with a run folder, expected best, last or ema (a weights \
-                     file goes with --model NAME)"
-                ))
-            })?,
-        };
-        let run = resolve_run_dir(run)?;
-        let dir = weights_dir(&run, choice)?;
-        let (model, config) = load_exported::<Cpu>(&dir, &cpu_device())?;
-        Ok(Predictor {
-            model,
-            classes: config.classes,
-            image_size: config.image_size,
-            mean: config.mean.map(|value| value as f32),
-            std: config.std.map(|value| value as f32),
-            transforms: config.val_transforms,
-            description: format!(
-                "{} weights ({}, epoch {}) of {}",
-                choice.as_str(),
-                config.weights,
-                config.epoch,
-                run.display()
-            ),
-        })
+    let classes = checked_classes(&args.classes)?;
+    let mean = channel_triple("--mean", &args.mean)?;
+    let std = channel_triple("--std", &args.std)?;
+    if let Some(value) = std
+        .iter()
+        .find(|value| !value.is_finite() || **value <= 0.0)
+    {
+        return Err(usage(format!(
+            "--std: every value must be > 0 (got {value})"
+        )));
     }
-
-    /// A preset loaded from a weights file, fed as described on the command line.
-    fn from_checkpoint(
-        args: &PredictArgs,
-        name: &str,
-        reporter: &Reporter,
-    ) -> anyhow::Result<Predictor> {
-        let Some(mut config) = preset(name) else {
-            let close = crate::spec::problems::suggest(name, PRESET_NAMES.iter().copied());
-            return Err(usage(format!(
-                "--model {name}: unknown model{}; known: {}",
-                close.map_or(String::new(), |close| format!(" (did you mean `{close}`?)")),
-                PRESET_NAMES.join(", ")
-            )));
-        };
-        let weights = PathBuf::from(args.weights.as_deref().unwrap_or_default());
-        if !weights.is_file() {
-            return Err(usage(format!(
-                "--weights {}: no such file",
-                weights.display()
-            )));
-        }
-        let classes = checked_classes(&args.classes)?;
-        let mean = channel_triple("--mean", &args.mean)?;
-        let std = channel_triple("--std", &args.std)?;
-        if let Some(value) = std
-            .iter()
-            .find(|value| !value.is_finite() || **value <= 0.0)
-        {
-            return Err(usage(format!(
-                "--std: every value must be > 0 (got {value})"
-            )));
-        }
-        config.num_classes = classes.len();
-        if let Some(size) = args.image_size {
-            config.image_size = size as usize;
-        }
-        config
-            .validate()
-            .map_err(|message| usage(format!("--model {name}: {message}")))?;
-        let image_size = u32::try_from(config.image_size)
-            .map_err(|_| usage(format!("--image-size {}: too large", config.image_size)))?;
-        let device = cpu_device();
-        let (model, report) = load_pretrained(config.init::<Cpu>(&device), &weights, &device)?;
-        reporter.line(&format!("{}: {report}", weights.display()));
-        if let Some((found, wanted)) = report.head_reinitialized {
-            eprintln!(
-                "warning: {} has a head for {found} classes, not {wanted}: the head is random \
-                 and so are these predictions",
-                weights.display()
-            );
-        }
-        Ok(Predictor {
-            model,
-            classes,
-            image_size,
-            mean,
-            std,
-            transforms: Vec::new(),
-            description: format!("{name} with {}", weights.display()),
-        })
+    config.num_classes = classes.len();
+    if let Some(size) = args.image_size {
+        config.image_size = size as usize;
     }
-
-    /// Decoded image ⇒ the model's input square, as stored by the augment stage.
-    fn load(&self, path: &Path) -> Result<RgbImage, String> {
-        decode_rgb8(path)
-            .map(|image| resize_square(&image, self.image_size))
-            .map_err(|reason| reason.to_string())
+    config
+        .validate()
+        .map_err(|message| usage(format!("--model {name}: {message}")))?;
+    if u32::try_from(config.image_size).is_err() {
+        return Err(usage(format!(
+            "--image-size {}: too large",
+            config.image_size
+        )));
     }
-
-    /// Softmax probabilities, `[images, classes]` row-major, of images `first..` of the run.
-    fn probabilities(&self, images: &[RgbImage], first: u64) -> anyhow::Result<Vec<f32>> {
-        let side = self.image_size as usize;
-        let sample_len = 3 * side * side;
-        let mut inputs = vec![0.0_f32; images.len() * sample_len];
-        inputs
-            .par_chunks_mut(sample_len)
-            .zip(images)
-            .enumerate()
-            .for_each(|(offset, (out, image))| {
-                let mut rng = sample_rng(0, 0, first + offset as u64);
-                let prepared = apply_pipeline(&self.transforms, image, self.image_size, &mut rng);
-                to_normalized_chw(&prepared, self.mean, self.std, out);
-            });
-        let images = Tensor::<Cpu, 4>::from_data(
-            TensorData::new(inputs, [images.len(), 3, side, side]),
-            &cpu_device(),
+    let (predictor, report) = Predictor::from_weights(&config, &weights, classes, mean, std)?;
+    reporter.line(&format!("{}: {report}", weights.display()));
+    if let Some((found, wanted)) = report.head_reinitialized {
+        eprintln!(
+            "warning: {} has a head for {found} classes, not {wanted}: the head is random \
+             and so are these predictions",
+            weights.display()
         );
-        let logits: Vec<f32> = self
-            .model
-            .forward(images)
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .map_err(|error| anyhow!("reading logits: {error:?}"))?;
-        Ok(logits
-            .chunks_exact(self.classes.len())
-            .flat_map(|row| softmax_with_loss(row, 0).0)
-            .collect())
     }
+    Ok((predictor, format!("{name} with {}", weights.display())))
 }
 
 /// The class names, none empty or repeated.
@@ -422,45 +198,6 @@ fn channel_triple(flag: &str, values: &[f64]) -> anyhow::Result<[f32; 3]> {
     }
 }
 
-/// A file that was not predicted, and why.
-struct Skipped {
-    file: String,
-    reason: String,
-}
-
-/// Every file named by `paths`: files as given, folders walked recursively in name order,
-/// hidden entries left out. Entries that cannot be listed go to `skipped`.
-fn collect_files(paths: &[PathBuf], skipped: &mut Vec<Skipped>) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        let metadata = fs_err::metadata(path)
-            .map_err(|_| usage(format!("{}: no such file or folder", path.display())))?;
-        if !metadata.is_dir() {
-            files.push(path.clone());
-            continue;
-        }
-        let walker = WalkDir::new(path)
-            .follow_links(true)
-            .min_depth(1)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|entry| !entry.file_name().to_str().is_some_and(is_hidden));
-        for entry in walker {
-            match entry {
-                Ok(entry) if entry.file_type().is_file() => files.push(entry.into_path()),
-                Ok(_) => {}
-                Err(error) => skipped.push(Skipped {
-                    file: error.path().unwrap_or(path).display().to_string(),
-                    reason: error
-                        .io_error()
-                        .map_or_else(|| error.to_string(), ToString::to_string),
-                }),
-            }
-        }
-    }
-    Ok(files)
-}
-
 /// The CSV destination: stdout, or a temporary file published when everything went well.
 struct CsvOutput {
     writer: csv::Writer<Box<dyn Write>>,
@@ -476,14 +213,14 @@ impl CsvOutput {
                 file: None,
             });
         };
-        check_free(path, force)?;
+        ensure_free(path, force)?;
         if let Some(parent) = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
         {
             fs_err::create_dir_all(parent)?;
         }
-        let tmp = temporary_path(path);
+        let tmp = temp_path(path, "tmp");
         let file = fs_err::File::create(&tmp)?;
         Ok(CsvOutput {
             writer: csv::Writer::from_writer(Box::new(std::io::BufWriter::new(file))),
@@ -571,7 +308,7 @@ pub fn run(args: &PredictArgs, reporter: &Reporter) -> anyhow::Result<u8> {
     match predict(args, reporter) {
         // Whoever reads stdout (`| head`) has seen enough: stop quietly, like other Unix tools.
         Err(error) if is_broken_pipe(&error) => Ok(EXIT_OK),
-        result => exit_code(result),
+        result => result,
     }
 }
 
@@ -586,27 +323,24 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn predict(args: &PredictArgs, reporter: &Reporter) -> anyhow::Result<u8> {
-    let (predictor, paths) = match &args.model {
-        Some(name) => (
-            Predictor::from_checkpoint(args, name, reporter)?,
-            &args.inputs[..],
-        ),
+    let ((predictor, description), paths) = match &args.model {
+        Some(name) => (from_checkpoint(args, name, reporter)?, &args.inputs[..]),
         None => {
             let (run, paths) = args
                 .inputs
                 .split_first()
                 .ok_or_else(|| usage("expected RUN_DIR PATH..."))?;
-            let predictor = Predictor::from_run(run, args.weights.as_deref())?;
+            let loaded = from_run(run, args.weights.as_deref())?;
             if paths.is_empty() {
                 return Err(usage(
                     "no images given: vilab predict RUN_DIR PATH... (files or folders)",
                 ));
             }
-            (predictor, paths)
+            (loaded, paths)
         }
     };
-    let mut skipped = Vec::new();
-    let files = collect_files(paths, &mut skipped)?;
+    let (files, mut skipped) = image_files(paths)
+        .map_err(|path| usage(format!("{}: no such file or folder", path.display())))?;
     let classes = &predictor.classes;
     let topk = (args.topk as usize).min(classes.len());
     if topk < args.topk as usize && args.probs == ProbColumns::Topk {
@@ -653,8 +387,8 @@ fn predict(args: &PredictArgs, reporter: &Reporter) -> anyhow::Result<u8> {
         .as_ref()
         .map_or(String::new(), |path| format!(" → {}", path.display()));
     reporter.line(&format!(
-        "predicted {} image(s) with the {}{destination}",
-        predicted.count, predictor.description
+        "predicted {} image(s) with the {description}{destination}",
+        predicted.count
     ));
     Ok(EXIT_OK)
 }
@@ -662,7 +396,7 @@ fn predict(args: &PredictArgs, reporter: &Reporter) -> anyhow::Result<u8> {
 /// What [`write_predictions`] did.
 struct Predicted {
     count: u64,
-    skipped: Vec<Skipped>,
+    skipped: Vec<Unlisted>,
 }
 
 /// Decodes `files` a batch at a time, predicts the readable ones and writes their rows.
@@ -694,14 +428,13 @@ fn write_predictions(
         anyhow::Ok(())
     };
     for chunk in files.chunks(batch) {
-        let loaded: Vec<Result<RgbImage, String>> =
-            chunk.par_iter().map(|file| predictor.load(file)).collect();
+        let loaded: Vec<_> = chunk.par_iter().map(|file| predictor.load(file)).collect();
         for (file, image) in chunk.iter().zip(loaded) {
             match image {
                 Ok(image) => pending.push((file, image)),
-                Err(reason) => result.skipped.push(Skipped {
+                Err(reason) => result.skipped.push(Unlisted {
                     file: file.display().to_string(),
-                    reason,
+                    reason: reason.to_string(),
                 }),
             }
         }

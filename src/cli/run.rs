@@ -10,12 +10,13 @@ use std::ffi::OsString;
 
 use clap::Args;
 
-use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ExperimentArgs, shown_path};
+use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ExperimentArgs, shown_path, usage};
+use crate::launcher::local::{SweepOptions, narrowed_devices, run_sweep};
 use crate::launcher::slurm::{SlurmOptions, submit};
-use crate::pipeline::run::{RunOptions, RunOutcome, run_experiment};
-use crate::pipeline::sweep::runner::{SweepOptions, narrowed_devices, run_sweep};
-use crate::pipeline::sweep::{Sweep, run_trial};
+use crate::pipeline::layout::StageOutcome;
 use crate::progress::Reporter;
+use crate::runner::run::{RunOptions, RunOutcome, run_experiment};
+use crate::runner::sweep::{Sweep, run_trial};
 use crate::spec::sweep::describe_overrides;
 
 /// Arguments of `vilab run`.
@@ -103,37 +104,28 @@ impl SlurmArgs {
 
 /// Runs the verb; `verbosity` is the `-v` count, passed on to trial processes.
 pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result<u8> {
-    if let Some(code) = launcher_usage_error(args) {
-        return Ok(code);
+    if let Some(message) = launcher_usage_error(args) {
+        return Err(usage(message));
     }
     let spec = args.experiment.load()?;
-    if spec.spec.backend == crate::spec::types::BackendKind::Cuda && !crate::backend::CUDA_AVAILABLE
-    {
-        eprintln!(
-            "error: backend: cuda needs a vilab built with `cargo build --release --features cuda` \
-             (this one has only the CPU backend)"
-        );
-        return Ok(super::EXIT_USAGE);
-    }
+    spec.spec.backend.ensure_available()?;
     let options = RunOptions {
         out: args.experiment.out.clone(),
         plan: args.experiment.plan_options(),
     };
     if spec.spec.sweep.is_none() {
         if args.launcher == Launcher::Slurm {
-            eprintln!(
-                "error: --launcher slurm: {} has no `sweep` section (submit a single run with \
+            return Err(usage(format!(
+                "--launcher slurm: {} has no `sweep` section (submit a single run with \
                  sbatch --wrap 'vilab run FILE')",
                 args.experiment.file.display()
-            );
-            return Ok(EXIT_USAGE);
+            )));
         }
         if args.trial.is_some() {
-            eprintln!(
-                "error: --trial: {} has no `sweep` section",
+            return Err(usage(format!(
+                "--trial: {} has no `sweep` section",
                 args.experiment.file.display()
-            );
-            return Ok(EXIT_USAGE);
+            )));
         }
         let outcome = run_experiment(&spec, &options, reporter)?;
         report_run(&outcome, reporter);
@@ -194,9 +186,9 @@ pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result
     })
 }
 
-/// The usage errors of --launcher and the Slurm flags, printed; `None` when there are none.
-fn launcher_usage_error(args: &RunArgs) -> Option<u8> {
-    let message = match args.launcher {
+/// The usage error of --launcher and the Slurm flags, if there is one.
+fn launcher_usage_error(args: &RunArgs) -> Option<String> {
+    match args.launcher {
         Launcher::Local => args
             .slurm
             .first_given()
@@ -212,9 +204,7 @@ fn launcher_usage_error(args: &RunArgs) -> Option<u8> {
             "--fail-fast does not go with --launcher slurm (use `vilab cancel FILE`)".to_owned(),
         ),
         Launcher::Slurm => None,
-    }?;
-    eprintln!("error: {message}");
-    Some(EXIT_USAGE)
+    }
 }
 
 /// `--launcher slurm`: submits what is neither done nor queued, prints the sweep folder.
@@ -274,7 +264,7 @@ fn report_run(outcome: &RunOutcome, reporter: &Reporter) {
         .record
         .stages
         .iter()
-        .filter(|stage| stage.state == "computed")
+        .filter(|stage| stage.state == StageOutcome::Computed)
         .count();
     reporter.line(&format!(
         "done in {:.2} s: {computed} stage(s) computed, {} reused",

@@ -19,7 +19,7 @@ pub struct SchemaArgs {
 pub fn run(args: &SchemaArgs) -> anyhow::Result<u8> {
     let text = experiment_schema_text();
     match &args.out {
-        Some(path) => crate::pipeline::run::write_atomic(path, text.as_bytes())?,
+        Some(path) => crate::files::write_atomic(path, text.as_bytes())?,
         None => print!("{text}"),
     }
     Ok(EXIT_OK)

@@ -14,6 +14,7 @@ pub struct ValidateArgs {
 /// Runs the verb.
 pub fn run(args: &ValidateArgs) -> anyhow::Result<u8> {
     let spec = args.experiment.load()?;
+    spec.spec.backend.ensure_available()?;
     println!(
         "{}: ok (experiment `{}`, model {}, {} epochs)",
         args.experiment.file.display(),

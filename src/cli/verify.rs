@@ -17,9 +17,10 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::Args;
 
-use super::gc::{folder_bytes, human};
-use super::{EXIT_FAILURE, EXIT_OK};
-use crate::pipeline::cache::{Cache, RESUME_FOLDER, Thoroughness, check_manifest};
+use super::{EXIT_FAILURE, EXIT_OK, human_bytes};
+use crate::files::folder_bytes;
+use crate::integrity::{Thoroughness, check_manifest};
+use crate::pipeline::cache::{Cache, RESUME_FOLDER};
 use crate::train::checkpoint::checkpoints;
 
 /// Arguments of `vilab verify`.
@@ -92,7 +93,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
         }
     }
     let seconds = clock.elapsed().as_secs_f64();
-    let whole = human(bytes);
+    let whole = human_bytes(bytes);
     if damaged == 0 {
         println!(
             "verified {checked} entries and checkpoints ({whole}) in {seconds:.1} s: all whole"

@@ -11,6 +11,7 @@
 //! distributions, different streams), and `batch` mode accepts an odd batch (the middle sample is
 //! then mixed with itself and stays as it was) while `pair` and `elem` require an even one.
 
+use crate::field::FieldError;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
@@ -154,31 +155,36 @@ impl MixupConfig {
 
     /// Checks the parameters; the error is the message tail after `train.mixup.`,
     /// e.g. `prob: must be in [0, 1] (got 1.5)`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         for (field, value) in [
             ("mixup_alpha", self.mixup_alpha),
             ("cutmix_alpha", self.cutmix_alpha),
         ] {
             if !(value >= 0.0 && value.is_finite()) {
-                return Err(format!("{field}: must be ≥ 0 (got {value})"));
+                return Err(crate::field_error!("{field}", "must be ≥ 0 (got {value})"));
             }
         }
         for (field, value) in [("prob", self.prob), ("switch_prob", self.switch_prob)] {
             if !(0.0..=1.0).contains(&value) {
-                return Err(format!("{field}: must be in [0, 1] (got {value})"));
+                return Err(crate::field_error!(
+                    "{field}",
+                    "must be in [0, 1] (got {value})"
+                ));
             }
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(format!(
-                "label_smoothing: must be in [0, 1) (got {})",
+            return Err(crate::field_error!(
+                "label_smoothing",
+                "must be in [0, 1) (got {})",
                 self.label_smoothing
             ));
         }
         if let Some([low, high]) = self.cutmix_minmax
             && !(0.0 < low && low < high && high <= 1.0)
         {
-            return Err(format!(
-                "cutmix_minmax: must satisfy 0 < min < max ≤ 1 (got [{low}, {high}])"
+            return Err(crate::field_error!(
+                "cutmix_minmax",
+                "must satisfy 0 < min < max ≤ 1 (got [{low}, {high}])"
             ));
         }
         Ok(())
@@ -888,7 +894,7 @@ mod tests {
             ..MixupConfig::default()
         };
         assert_eq!(
-            bad.validate().unwrap_err(),
+            bad.validate().unwrap_err().to_string(),
             "prob: must be in [0, 1] (got 1.5)"
         );
         let bad_box = MixupConfig {
@@ -899,6 +905,7 @@ mod tests {
             bad_box
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .starts_with("cutmix_minmax:")
         );
         let off = MixupConfig {

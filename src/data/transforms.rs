@@ -8,6 +8,7 @@
 //! the variant. Every transform works on `u8` pixels and rounds after each step, like
 //! torchvision on PIL images.
 
+use crate::field::FieldError;
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -278,10 +279,10 @@ impl Transform {
 
     /// Checks the parameters; the error is the message tail after `augment.train[i].`,
     /// e.g. `rotation.degrees: must be ≥ 0 (got -5)`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let name = self.name();
-        let field_error = |field: &str, rule: &str, got: String| -> Result<(), String> {
-            Err(format!("{name}.{field}: {rule} (got {got})"))
+        let field_error = |field: &str, rule: &str, got: String| -> Result<(), FieldError> {
+            Err(crate::field_error!("{name}.{field}", "{rule} (got {got})"))
         };
         match self {
             Transform::Resize(Resize { size })
@@ -367,7 +368,10 @@ impl Transform {
                         }
                     }
                     (Some(_), Some(_)) | (None, None) => {
-                        return Err(format!("{name}: give exactly one of `size` or `fraction`"));
+                        return Err(crate::field_error!(
+                            "{name}",
+                            "give exactly one of `size` or `fraction`"
+                        ));
                     }
                 }
             }
@@ -1402,7 +1406,7 @@ mod tests {
             ),
         ];
         for (json, message) in cases {
-            assert_eq!(parse(json).validate().unwrap_err(), message);
+            assert_eq!(parse(json).validate().unwrap_err().to_string(), message);
         }
         let unknown = serde_json::from_str::<Transform>(r#"{"rotation": {"degree": 5}}"#);
         assert!(unknown.unwrap_err().to_string().contains("degree"));

@@ -1,12 +1,13 @@
 //! Launchers: who starts the trials of a sweep.
 //!
 //! The unit of work is always one trial, `vilab run FILE --trial ID`, which needs nothing from
-//! whoever started it (see [`crate::pipeline::sweep`]). The local launcher is the sweep runner
-//! ([`crate::pipeline::sweep::runner`]), which starts trial processes on this machine. The
+//! whoever started it (see [`crate::runner::sweep`]). The local launcher ([`local`]) starts
+//! trial processes on this machine. The
 //! Slurm launcher ([`slurm`]) hands the same commands to a Slurm cluster as one job array whose
 //! tasks all write to the same output root on a shared filesystem; [`queue`] asks Slurm how
 //! those tasks stand.
 
+pub mod local;
 pub mod queue;
 pub mod slurm;
 
@@ -69,5 +70,5 @@ pub enum SlurmError {
     Io(#[from] std::io::Error),
     /// The sweep itself could not be planned or refreshed.
     #[error(transparent)]
-    Sweep(#[from] crate::pipeline::sweep::SweepError),
+    Sweep(#[from] crate::runner::sweep::SweepError),
 }

@@ -32,10 +32,10 @@ use serde::{Deserialize, Serialize};
 
 use super::SlurmError;
 use super::queue::{TaskStatus, slurm_command, task_statuses};
+use crate::files::write_atomic;
 use crate::pipeline::plan::PlanOptions;
-use crate::pipeline::run::write_atomic;
-use crate::pipeline::sweep::{Sweep, TrialState};
 use crate::progress::Reporter;
+use crate::runner::sweep::{Sweep, TrialState};
 use crate::spec::types::BackendKind;
 
 /// Slurm settings of `vilab run --launcher slurm`.
@@ -208,7 +208,7 @@ pub fn submit(
     let mut record = SlurmRecord::read(sweep)?.unwrap_or_default();
     let statuses = task_statuses(&record.tasks())?;
     let extra = trial_devices(sweep, options)
-        .map(crate::pipeline::sweep::runner::narrowed_devices)
+        .map(crate::launcher::local::narrowed_devices)
         .unwrap_or_default();
     let mut outcome = SubmitOutcome::default();
     for trial in &sweep.trials {

@@ -6,6 +6,7 @@
 //! demand that [`VilConfig::param_count`] equals the initialised module's `num_params()`, and the
 //! official counts (arXiv 2406.04303 training logs) pin both down.
 
+use crate::field::FieldError;
 use burn::config::Config;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -190,7 +191,7 @@ impl VilConfig {
     }
 
     /// Checks that the model can be built; the message names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let positive = [
             ("dim", self.dim),
             ("depth", self.depth),
@@ -205,43 +206,50 @@ impl VilConfig {
         ];
         for (field, value) in positive {
             if value == 0 {
-                return Err(format!("{field}: must be > 0 (got 0)"));
+                return Err(crate::field_error!("{field}", "must be > 0 (got 0)"));
             }
         }
         if !self.image_size.is_multiple_of(self.patch_size) {
-            return Err(format!(
-                "image_size: must be divisible by patch_size {} (got {})",
-                self.patch_size, self.image_size
+            return Err(crate::field_error!(
+                "image_size",
+                "must be divisible by patch_size {} (got {})",
+                self.patch_size,
+                self.image_size
             ));
         }
         let inner = self.inner_dim();
         if !inner.is_multiple_of(self.num_heads) {
-            return Err(format!(
-                "num_heads: must divide the inner width dim*proj_factor = {inner} (got {})",
+            return Err(crate::field_error!(
+                "num_heads",
+                "must divide the inner width dim*proj_factor = {inner} (got {})",
                 self.num_heads
             ));
         }
         if !inner.is_multiple_of(self.qkv_block_size) {
-            return Err(format!(
-                "qkv_block_size: must divide the inner width dim*proj_factor = {inner} (got {})",
+            return Err(crate::field_error!(
+                "qkv_block_size",
+                "must divide the inner width dim*proj_factor = {inner} (got {})",
                 self.qkv_block_size
             ));
         }
         if self.layout == BlockLayout::Pairs && !self.depth.is_multiple_of(2) {
-            return Err(format!(
-                "depth: must be even for the paired (v2) layout, it counts both directions (got {})",
+            return Err(crate::field_error!(
+                "depth",
+                "must be even for the paired (v2) layout, it counts both directions (got {})",
                 self.depth
             ));
         }
         if self.conv_kind == ConvKind::TwoD && self.conv_kernel_size.is_multiple_of(2) {
-            return Err(format!(
-                "conv_kernel_size: must be odd for 2d convolutions (got {})",
+            return Err(crate::field_error!(
+                "conv_kernel_size",
+                "must be odd for 2d convolutions (got {})",
                 self.conv_kernel_size
             ));
         }
         if !(0.0..1.0).contains(&self.drop_path) {
-            return Err(format!(
-                "drop_path: must be in [0, 1) (got {})",
+            return Err(crate::field_error!(
+                "drop_path",
+                "must be in [0, 1) (got {})",
                 self.drop_path
             ));
         }

@@ -47,18 +47,18 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::fingerprint::StoredFingerprint;
 use super::stage::StageKind;
+use crate::files::{
+    now_nanos, remove_dir_via, remove_file_if_present, write_json, write_json_atomic,
+};
+use crate::integrity::{
+    FileStamp, IntegrityError, Thoroughness, check_files, check_manifest, write_manifest,
+};
 
 /// File names every entry has besides the stage's outputs.
 pub const FINGERPRINT_FILE: &str = "fingerprint.json";
-/// The entry's integrity manifest.
-pub const MANIFEST_FILE: &str = "manifest.json";
 /// The folder of the cache holding resumable state (see [`Cache::resume_dir`]).
 pub const RESUME_FOLDER: &str = "resume";
 
@@ -68,39 +68,6 @@ pub enum CacheError {
     /// A file system operation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// A JSON file in the cache could not be written.
-    #[error("{path}: {message}", path = path.display())]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// One file of an entry's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestFile {
-    /// Path relative to the entry, `/`-separated.
-    pub path: String,
-    /// Size in bytes.
-    pub len: u64,
-    /// blake3 of the contents.
-    pub blake3: String,
-}
-
-/// Size and hash of every file of an entry (except the manifest itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Files in path order.
-    pub files: Vec<ManifestFile>,
-}
-
-impl Manifest {
-    /// Total size of the entry's files.
-    pub fn bytes(&self) -> u64 {
-        self.files.iter().map(|file| file.len).sum()
-    }
 }
 
 /// The state of an entry on disk.
@@ -112,7 +79,7 @@ pub enum EntryState {
     Missing,
     /// There, but a file is missing, has the wrong size, or was modified since the entry was
     /// committed and no longer has its hash; the reason names the file.
-    Corrupt(String),
+    Corrupt(IntegrityError),
 }
 
 /// The cache below one output root.
@@ -180,7 +147,7 @@ impl Cache {
     }
 
     /// Re-hashes every file of an entry; the first mismatch is returned.
-    pub fn verify_contents(&self, stage: StageKind, key: &str) -> Result<(), String> {
+    pub fn verify_contents(&self, stage: StageKind, key: &str) -> Result<(), IntegrityError> {
         check_manifest(&self.entry_path(stage, key), Thoroughness::EveryFile)
     }
 
@@ -364,24 +331,6 @@ impl StoredEntry {
     }
 }
 
-/// Nanoseconds since the Unix epoch, for folder names that must not repeat.
-fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos())
-}
-
-/// Deletes the folder `dir` by renaming it to `trash` (on the same file system) and deleting
-/// that, so a deletion cut short never leaves `dir` half-emptied. Nothing happens when `dir` is
-/// not there (another process removed it).
-pub fn remove_dir_via(dir: &Path, trash: &Path) -> std::io::Result<()> {
-    match fs_err::rename(dir, trash) {
-        Ok(()) => fs_err::remove_dir_all(trash),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
 /// Whether `name` looks like a stage folder of the cache (`train-v1`).
 pub fn is_stage_folder(name: &str) -> bool {
     name.rsplit_once("-v").is_some_and(|(stage, version)| {
@@ -454,205 +403,17 @@ impl Drop for PendingEntry {
     }
 }
 
-/// Writes pretty JSON to `path` and syncs it.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CacheError> {
-    let mut text = serde_json::to_vec_pretty(value).map_err(|error| CacheError::Json {
-        path: path.to_path_buf(),
-        message: error.to_string(),
-    })?;
-    text.push(b'\n');
-    let mut file = fs_err::File::create(path)?;
-    std::io::Write::write_all(&mut file, &text)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-fn read_manifest(entry: &Path) -> Result<Manifest, String> {
-    let path = entry.join(MANIFEST_FILE);
-    let text =
-        std::fs::read(&path).map_err(|error| format!("{}: unreadable: {error}", path.display()))?;
-    serde_json::from_slice(&text).map_err(|error| format!("{}: invalid: {error}", path.display()))
-}
-
-/// How much of a folder [`check_manifest`] hashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Thoroughness {
-    /// Only files whose inode changed after the manifest was written (cheap: one `stat` per
-    /// file when nothing was touched).
-    ChangedFiles,
-    /// Every file.
-    EveryFile,
-}
-
-/// When a file's inode last changed (contents, size or metadata), in nanoseconds.
-fn changed_at(metadata: &std::fs::Metadata) -> i128 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec())
-    }
-    #[cfg(not(unix))]
-    {
-        metadata
-            .modified()
-            .ok()
-            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-            .map_or(i128::MAX, |elapsed| elapsed.as_nanos() as i128)
-    }
-}
-
-/// The state of a file's inode: equal stamps mean it was not written, truncated, linked or
-/// renamed in between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct FileStamp {
-    inode: u64,
-    changed_at: i128,
-    len: u64,
-}
-
-impl FileStamp {
-    fn of(metadata: &std::fs::Metadata) -> Self {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Self {
-            inode,
-            changed_at: changed_at(metadata),
-            len: metadata.len(),
-        }
-    }
-}
-
 fn write_stamps(path: &Path, stamps: &BTreeMap<String, FileStamp>) -> Result<(), CacheError> {
     if let Some(folder) = path.parent() {
         fs_err::create_dir_all(folder)?;
     }
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    write_json(&tmp, stamps)?;
-    fs_err::rename(&tmp, path)?;
+    write_json_atomic(path, stamps)?;
     Ok(())
 }
 
 /// Removes an entry's stamps (with the entry: a stale record must not outlive it).
 pub fn remove_stamps(path: &Path) -> Result<(), CacheError> {
-    match std::fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(std::io::Error::new(error.kind(), format!("{}: {error}", path.display())).into())
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Checks the files of `dir` against its `manifest.json` (written by [`write_manifest`]):
-/// each must be there with its size, and, as `thoroughness` says, have its blake3. The error
-/// names the first file that fails.
-pub fn check_manifest(dir: &Path, thoroughness: Thoroughness) -> Result<(), String> {
-    check_files(dir, thoroughness, &BTreeMap::new()).map(drop)
-}
-
-/// [`check_manifest`], taking files whose inode is in the state `vouched` records for them as
-/// unchanged; returns the stamps of the files it hashed and found intact.
-fn check_files(
-    dir: &Path,
-    thoroughness: Thoroughness,
-    vouched: &BTreeMap<String, FileStamp>,
-) -> Result<Vec<(String, FileStamp)>, String> {
-    let manifest = read_manifest(dir)?;
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let written_at = std::fs::metadata(&manifest_path)
-        .map(|metadata| changed_at(&metadata))
-        .map_err(|error| format!("{}: unreadable: {error}", manifest_path.display()))?;
-    let mut to_hash = Vec::new();
-    for file in &manifest.files {
-        let path = dir.join(&file.path);
-        let metadata = match std::fs::metadata(&path) {
-            Ok(metadata) if metadata.is_file() => metadata,
-            _ => return Err(format!("{}: missing", path.display())),
-        };
-        if metadata.len() != file.len {
-            return Err(format!(
-                "{}: size {} bytes, manifest says {}",
-                path.display(),
-                metadata.len(),
-                file.len
-            ));
-        }
-        let stamp = FileStamp::of(&metadata);
-        let unchanged =
-            changed_at(&metadata) <= written_at || vouched.get(&file.path) == Some(&stamp);
-        if thoroughness == Thoroughness::EveryFile || !unchanged {
-            to_hash.push((path, file, stamp));
-        }
-    }
-    to_hash
-        .into_par_iter()
-        .map(|(path, file, stamp)| {
-            let hash = hash_file(&path).map_err(|error| error.to_string())?;
-            if hash == file.blake3 {
-                Ok((file.path.clone(), stamp))
-            } else {
-                Err(format!(
-                    "{}: contents changed since written (blake3 differs from the manifest)",
-                    path.display()
-                ))
-            }
-        })
-        .collect()
-}
-
-/// Hashes (and syncs) every file under `dir` and writes `dir/manifest.json`, synced. Write it
-/// last: [`check_manifest`] takes files changed after it for modified.
-pub fn write_manifest(dir: &Path) -> Result<Manifest, CacheError> {
-    let manifest = build_manifest(dir)?;
-    write_json(&dir.join(MANIFEST_FILE), &manifest)?;
-    Ok(manifest)
-}
-
-fn hash_file(path: &Path) -> Result<String, std::io::Error> {
-    let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_reader(fs_err::File::open(path)?)
-        .map_err(|error| {
-            std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
-        })?;
-    Ok(hasher.finalize().to_hex().to_string())
-}
-
-/// Hashes (and syncs) every file under `dir` except the manifest.
-fn build_manifest(dir: &Path) -> Result<Manifest, CacheError> {
-    let mut paths = Vec::new();
-    for item in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let item =
-            item.map_err(|error| std::io::Error::other(format!("{}: {error}", dir.display())))?;
-        if !item.file_type().is_file() {
-            continue;
-        }
-        let relative = item
-            .path()
-            .strip_prefix(dir)
-            .map_err(|error| std::io::Error::other(error.to_string()))?
-            .to_string_lossy()
-            .replace('\\', "/");
-        if relative != MANIFEST_FILE {
-            paths.push(relative);
-        }
-    }
-    let files = paths
-        .into_par_iter()
-        .map(|relative| {
-            let path = dir.join(&relative);
-            let file = fs_err::File::open(&path)?;
-            file.sync_all()?;
-            let len = file.metadata()?.len();
-            Ok(ManifestFile {
-                blake3: hash_file(&path)?,
-                path: relative,
-                len,
-            })
-        })
-        .collect::<Result<Vec<_>, std::io::Error>>()?;
-    Ok(Manifest { files })
+    Ok(remove_file_if_present(path)?)
 }
 
 #[cfg(test)]
@@ -700,7 +461,7 @@ mod tests {
         assert!(cache.verify_contents(StageKind::Stats, &key).is_err());
         assert!(matches!(
             cache.state(StageKind::Stats, &key),
-            EntryState::Corrupt(reason) if reason.contains("stats.json") && reason.contains("blake3")
+            EntryState::Corrupt(reason) if reason.to_string().contains("stats.json") && reason.to_string().contains("blake3")
         ));
         std::fs::write(entry.join("stats.json"), b"{\"mean\": 1}").unwrap();
         assert_eq!(
@@ -715,7 +476,7 @@ mod tests {
         std::fs::write(entry.join("stats.json"), b"{}").unwrap();
         assert!(matches!(
             cache.state(StageKind::Stats, &key),
-            EntryState::Corrupt(reason) if reason.contains("stats.json")
+            EntryState::Corrupt(reason) if reason.to_string().contains("stats.json")
         ));
         let kept = cache.quarantine(StageKind::Stats, &key).unwrap();
         assert!(kept.join("stats.json").is_file());

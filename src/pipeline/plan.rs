@@ -289,7 +289,7 @@ pub fn stage_statuses(
         .iter()
         .map(|stage| match cache.state(stage.kind, stage.key()) {
             EntryState::Complete => StageStatus::Cached,
-            EntryState::Corrupt(reason) => StageStatus::Corrupt(reason),
+            EntryState::Corrupt(reason) => StageStatus::Corrupt(reason.to_string()),
             EntryState::Missing => {
                 let old = previous
                     .get(&stage.kind)

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::curves::{HistoryRow, read_history};
+use crate::metrics::{EvalMetrics, HistoryRow, MetricName, read_history};
+use crate::pipeline::layout::RunDir;
 use crate::spec::sweep::show_value;
-use crate::stages::evaluate::EvalMetrics;
 
 /// Why a run folder could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,8 @@ pub struct RunResults {
 impl RunResults {
     /// Reads a run folder; only `spec.yaml` is required.
     pub fn read(dir: &Path, label: &str) -> Result<Self, CompareError> {
-        let spec_path = dir.join("spec.yaml");
+        let folder = RunDir::new(dir);
+        let spec_path = folder.spec();
         let text = fs_err::read_to_string(&spec_path).map_err(|error| CompareError::Read {
             path: spec_path.clone(),
             message: format!("not a run folder ({error})"),
@@ -64,7 +65,7 @@ impl RunResults {
             path: spec_path.clone(),
             message: error.to_string(),
         })?;
-        let history_path = dir.join("train").join("history.csv");
+        let history_path = folder.history();
         let history = if history_path.is_file() {
             read_history(&history_path).map_err(|error| CompareError::Read {
                 path: history_path.clone(),
@@ -73,7 +74,7 @@ impl RunResults {
         } else {
             Vec::new()
         };
-        let metrics_path = dir.join("evaluate").join("metrics.json");
+        let metrics_path = folder.metrics();
         let evaluation = if metrics_path.is_file() {
             let bytes = fs_err::read(&metrics_path).map_err(|error| CompareError::Read {
                 path: metrics_path.clone(),
@@ -88,7 +89,7 @@ impl RunResults {
         } else {
             None
         };
-        let report_path = dir.join("evaluate").join("classification_report.csv");
+        let report_path = folder.class_report();
         let class_f1 = if report_path.is_file() {
             read_class_f1(&report_path)?
         } else {
@@ -183,93 +184,20 @@ pub struct RunMetrics {
     pub macro_f1: Option<f64>,
 }
 
-/// One row of the metrics table: name, how to read it, and how to print it.
-pub struct MetricDefinition {
-    /// Machine name (`best_val_acc1`), used in CSV and JSON.
-    pub name: &'static str,
-    /// Table label.
-    pub label: &'static str,
-    /// Digits after the point.
-    pub decimals: usize,
-    /// Whether a larger value is better (for sorting).
-    pub higher_is_better: bool,
-    /// The value of a run.
-    pub value: fn(&RunMetrics) -> Option<f64>,
-}
-
-/// The metrics every comparison and sweep summary shows, in order.
-pub const METRICS: &[MetricDefinition] = &[
-    MetricDefinition {
-        name: "best_val_acc1",
-        label: "best val ACC1 %",
-        decimals: 2,
-        higher_is_better: true,
-        value: |metrics| metrics.best_val_acc1,
-    },
-    MetricDefinition {
-        name: "best_val_acc5",
-        label: "best val ACC5 %",
-        decimals: 2,
-        higher_is_better: true,
-        value: |metrics| metrics.best_val_acc5,
-    },
-    MetricDefinition {
-        name: "ema_val_acc1",
-        label: "EMA val ACC1 %",
-        decimals: 2,
-        higher_is_better: true,
-        value: |metrics| metrics.ema_val_acc1,
-    },
-    MetricDefinition {
-        name: "final_train_loss",
-        label: "final train loss",
-        decimals: 4,
-        higher_is_better: false,
-        value: |metrics| metrics.final_train_loss,
-    },
-    MetricDefinition {
-        name: "final_val_loss",
-        label: "final val loss",
-        decimals: 4,
-        higher_is_better: false,
-        value: |metrics| metrics.final_val_loss,
-    },
-    MetricDefinition {
-        name: "val_macro_f1",
-        label: "val macro F1",
-        decimals: 4,
-        higher_is_better: true,
-        value: |metrics| metrics.macro_f1,
-    },
-    MetricDefinition {
-        name: "epochs",
-        label: "epochs",
-        decimals: 0,
-        higher_is_better: true,
-        value: |metrics| Some(metrics.epochs as f64),
-    },
-    MetricDefinition {
-        name: "train_seconds",
-        label: "train time s",
-        decimals: 1,
-        higher_is_better: false,
-        value: |metrics| metrics.train_seconds,
-    },
-];
-
-/// The metric `evaluate.metric` names (`val_acc1`, `val_acc5`, `ema_val_acc1`, `train_loss`,
-/// `val_loss`, `macro_f1`), or any name of [`METRICS`]; `None` for an unknown name.
-pub fn ranking_metric(name: &str) -> Option<&'static MetricDefinition> {
-    let canonical = match name {
-        "val_acc1" | "acc1" => "best_val_acc1",
-        "val_acc5" | "acc5" => "best_val_acc5",
-        "ema_acc1" => "ema_val_acc1",
-        "train_loss" | "loss" => "final_train_loss",
-        "val_loss" => "final_val_loss",
-        "macro_f1" | "f1" => "val_macro_f1",
-        other => other,
-    };
-    METRICS.iter().find(|metric| metric.name == canonical)
+impl RunMetrics {
+    /// The value of a headline metric.
+    pub fn value(&self, metric: MetricName) -> Option<f64> {
+        match metric {
+            MetricName::BestValAcc1 => self.best_val_acc1,
+            MetricName::BestValAcc5 => self.best_val_acc5,
+            MetricName::EmaValAcc1 => self.ema_val_acc1,
+            MetricName::FinalTrainLoss => self.final_train_loss,
+            MetricName::FinalValLoss => self.final_val_loss,
+            MetricName::ValMacroF1 => self.macro_f1,
+            MetricName::Epochs => Some(self.epochs as f64),
+            MetricName::TrainSeconds => self.train_seconds,
+        }
+    }
 }
 
 /// A value printed with a metric's decimals; a dash when absent.
@@ -394,13 +322,13 @@ pub fn compare(runs: &[RunResults], baseline: usize, all_parameters: bool) -> Co
         .collect();
 
     let run_metrics: Vec<RunMetrics> = runs.iter().map(RunResults::metrics).collect();
-    let metrics = METRICS
-        .iter()
-        .map(|definition| MetricRow {
-            name: definition.name.to_owned(),
-            label: definition.label.to_owned(),
-            decimals: definition.decimals,
-            values: run_metrics.iter().map(definition.value).collect(),
+    let metrics = MetricName::ALL
+        .into_iter()
+        .map(|metric| MetricRow {
+            name: metric.name().to_owned(),
+            label: metric.label().to_owned(),
+            decimals: metric.decimals(),
+            values: run_metrics.iter().map(|run| run.value(metric)).collect(),
         })
         .collect();
 
@@ -806,18 +734,5 @@ mod tests {
               (left out — a: dog; b: eel)"
             ]
         );
-    }
-
-    #[test]
-    fn ranking_names_follow_evaluate_metric() {
-        assert_eq!(
-            ranking_metric("val_acc1").map(|m| m.name),
-            Some("best_val_acc1")
-        );
-        assert_eq!(
-            ranking_metric("val_loss").map(|m| m.higher_is_better),
-            Some(false)
-        );
-        assert!(ranking_metric("nonsense").is_none());
     }
 }

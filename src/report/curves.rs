@@ -10,45 +10,11 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use super::figure::{Figure, TickedAxis, write_figure};
+use super::figure::{Figure, TickedAxis, decimals_for, write_figure};
 use super::font::FAMILY;
 use super::{ImageFormat, ReportError};
-
-/// One epoch of training as the train stage records it. Accuracies are percentages (0–100),
-/// as timm's `accuracy` reports them; the EMA columns are empty when EMA is off.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryRow {
-    pub epoch: u32,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc1: f64,
-    pub val_loss: f64,
-    pub val_acc1: f64,
-    pub val_acc5: f64,
-    pub ema_val_loss: Option<f64>,
-    pub ema_val_acc1: Option<f64>,
-    pub ema_val_acc5: Option<f64>,
-    pub epoch_seconds: f64,
-    pub train_images_per_second: f64,
-}
-
-/// The header of `history.csv`, in column order; it matches [`HistoryRow`]'s fields.
-pub const HISTORY_HEADER: [&str; 12] = [
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_acc1",
-    "val_loss",
-    "val_acc1",
-    "val_acc5",
-    "ema_val_loss",
-    "ema_val_acc1",
-    "ema_val_acc5",
-    "epoch_seconds",
-    "train_images_per_second",
-];
+use crate::metrics::HistoryRow;
 
 /// The smallest plot that still leaves room for the axes, labels and legend.
 pub const MIN_PLOT_SIZE: (u32, u32) = (320, 240);
@@ -61,35 +27,6 @@ const VAL_COLOR: RGBColor = RGBColor(255, 127, 14);
 const EMA_COLOR: RGBColor = RGBColor(44, 160, 44);
 const TOP5_COLOR: RGBColor = RGBColor(148, 103, 189);
 const GRID_COLOR: RGBColor = RGBColor(225, 225, 225);
-
-/// Reads `history.csv`; empty EMA cells become `None`.
-pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>, ReportError> {
-    let mut reader = csv::Reader::from_reader(fs_err::File::open(path)?);
-    reader
-        .deserialize()
-        .collect::<Result<Vec<HistoryRow>, csv::Error>>()
-        .map_err(|source| ReportError::History {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Writes `history.csv` with [`HISTORY_HEADER`], also when `rows` is empty.
-pub fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), ReportError> {
-    let history_error = |source| ReportError::History {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut writer = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(fs_err::File::create(path)?);
-    writer.write_record(HISTORY_HEADER).map_err(history_error)?;
-    for row in rows {
-        writer.serialize(row).map_err(history_error)?;
-    }
-    writer.flush()?;
-    Ok(())
-}
 
 /// Writes `loss`, `acc` and `lr` plots into `out_dir`, once per format, at `width`×`height`
 /// pixels, and returns the written paths in that order (each plot in every format before the
@@ -308,16 +245,6 @@ fn epoch_ticks(first: f64, last: f64) -> Vec<f64> {
         .map(|index| first_tick + f64::from(index) * step)
         .take_while(|tick| *tick <= last)
         .collect()
-}
-
-/// Digits after the point so that ticks about a tenth of `span` apart stay distinct.
-fn decimals_for(span: f64) -> usize {
-    let step = span / 8.0;
-    if step.is_finite() && step > 0.0 {
-        (-step.log10()).ceil().clamp(0.0, 6.0) as usize
-    } else {
-        2
-    }
 }
 
 fn format_epoch(value: f64) -> String {

@@ -30,12 +30,8 @@ pub enum ReportError {
         name_count: usize,
         class_count: usize,
     },
-    #[error("{}: cannot read or write the training history", path.display())]
-    History {
-        path: PathBuf,
-        #[source]
-        source: csv::Error,
-    },
+    #[error(transparent)]
+    History(#[from] crate::metrics::HistoryError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -84,6 +84,16 @@ pub(crate) fn write_figure(
     Ok(())
 }
 
+/// Digits after the point so that ticks about a tenth of `span` apart stay distinct.
+pub(crate) fn decimals_for(span: f64) -> usize {
+    let step = span / 8.0;
+    if step.is_finite() && step > 0.0 {
+        (-step.log10()).ceil().clamp(0.0, 6.0) as usize
+    } else {
+        2
+    }
+}
+
 /// A linear axis whose grid lines and labels sit at chosen positions only: whole epochs on a
 /// curve plot (plotters' own f64 axis would also label half epochs, and its integer axis cannot
 /// pad the ends by a fraction of an epoch), or the values a sweep tried.

@@ -18,7 +18,7 @@ mod figure;
 mod font;
 
 pub use confusion::write_confusion_heatmap;
-pub use curves::{HistoryRow, read_history, write_curves, write_history};
+pub use curves::write_curves;
 pub use error::ReportError;
 
 /// The file formats a plot can be written in.

@@ -29,6 +29,8 @@ use super::sweep::{Trial, apply_override};
 use super::types::{
     BackendKind, ExperimentSpec, MixupConfig, ModelSpec, Schedule, SweepSpec, TrainSpec, Transform,
 };
+use crate::field::FieldError;
+use crate::metrics::MetricName;
 
 /// Fields holding file system paths. In the file they are relative to the file's folder; from
 /// `--set` or the environment, relative to the current directory.
@@ -324,28 +326,6 @@ fn oversized_integers(
         }
         _ => {}
     }
-}
-
-/// The names `evaluate.metric` accepts, for the message when it names none of them.
-fn metric_names() -> Vec<&'static str> {
-    let mut names = vec![
-        "val_acc1",
-        "acc1",
-        "val_acc5",
-        "acc5",
-        "ema_acc1",
-        "train_loss",
-        "loss",
-        "val_loss",
-        "macro_f1",
-        "f1",
-    ];
-    names.extend(
-        crate::report::compare::METRICS
-            .iter()
-            .map(|metric| metric.name),
-    );
-    names
 }
 
 fn absolute_parent(file: &Path) -> PathBuf {
@@ -904,9 +884,9 @@ impl Context<'_> {
             problems.push(self.problem(field, false, message));
         }
         if let Some(Value::String(name)) = merged.pointer("/evaluate/metric")
-            && crate::report::compare::ranking_metric(name).is_none()
+            && MetricName::parse(name).is_none()
         {
-            let names = metric_names();
+            let names = MetricName::accepted_names();
             let message = match suggest(name, names.iter().copied()) {
                 Some(close) => format!("unknown metric `{name}`; did you mean `{close}`?"),
                 None => format!(
@@ -1047,13 +1027,9 @@ impl Context<'_> {
     }
 
     /// A problem from a `validate()` that returns `field.sub: message` relative to `prefix`.
-    fn tail_problem(&self, prefix: &str, tail: &str) -> Problem {
-        match tail.split_once(": ") {
-            Some((relative, message)) => {
-                self.problem(format!("{prefix}.{relative}"), false, message.to_owned())
-            }
-            None => self.problem(prefix.to_owned(), false, tail.to_owned()),
-        }
+    fn tail_problem(&self, prefix: &str, error: &FieldError) -> Problem {
+        let error = error.clone().within(prefix);
+        self.problem(error.field, false, error.message)
     }
 
     /// File problems in line order, then overrides.

@@ -39,7 +39,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pipeline::fingerprint::canonical_json;
+use crate::integrity::canonical_json;
 
 /// Hex digits of a trial id.
 pub const TRIAL_ID_LENGTH: usize = 10;

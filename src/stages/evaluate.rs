@@ -12,150 +12,19 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
-use serde::{Deserialize, Serialize};
-
 use super::split::SplitSummary;
 use super::{StageContext, StageError, read_json, write_json};
-use crate::data::loader::{LoaderConfig, batches};
+use crate::data::loader::LoaderConfig;
 use crate::data::manifest::read_manifest;
 use crate::data::pack::PackedSplit;
+use crate::inference::{SplitPredictions, load_exported, predict_split};
 use crate::metrics::report::{ClassificationReport, ConfusionMatrix};
-use crate::metrics::{AverageMeter, topk_correct};
-use crate::model::{VisionLstm, load_pretrained};
+use crate::metrics::{EvalMetrics, EvalScores, METRICS_FILE, REPORT_FILE, argmax_rows, percent};
 use crate::pipeline::StageKind;
 use crate::report::{ImageFormat, write_confusion_heatmap};
-use crate::train::checkpoint::CheckpointConfig;
 
 /// Which exported weights are evaluated, in report order.
 const WEIGHTS: [&str; 2] = ["best", "ema"];
-
-/// Scores of one (weights, split) pair in `metrics.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalScores {
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// ACC1 in percent.
-    pub acc1: f64,
-    /// ACC5 in percent.
-    pub acc5: f64,
-    /// Macro-averaged F1.
-    pub macro_f1: f64,
-    /// Images evaluated.
-    pub images: u64,
-    /// The epoch the weights are from.
-    pub epoch: u32,
-}
-
-/// `metrics.json`: weights ⇒ split ⇒ scores.
-pub type EvalMetrics = BTreeMap<String, BTreeMap<String, EvalScores>>;
-
-/// Predictions of a model on one split.
-struct Predictions {
-    /// Softmax probabilities, `[images, classes]` row-major, in pack order.
-    probabilities: Vec<f32>,
-    labels: Vec<usize>,
-    loss: f64,
-    top1: u64,
-    top5: u64,
-}
-
-/// Runs `model` over a whole split in pack order.
-fn predict<B: Backend>(
-    model: &VisionLstm<B>,
-    pack: Arc<PackedSplit>,
-    config: &LoaderConfig,
-    classes: usize,
-    device: &B::Device,
-) -> Result<Predictions, StageError> {
-    let count = pack.len();
-    let mut probabilities = vec![0.0f32; count * classes];
-    let mut labels = vec![0usize; count];
-    let mut loss = AverageMeter::new();
-    let (mut top1, mut top5) = (0u64, 0u64);
-    for batch in batches(pack, config, 0, classes)? {
-        let images = Tensor::<B, 4>::from_data(
-            TensorData::new(batch.images, [batch.n, 3, batch.height, batch.width]),
-            device,
-        );
-        let logits: Vec<f32> = model
-            .forward(images)
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .map_err(|error| StageError::Invalid(format!("reading logits: {error:?}")))?;
-        top1 += topk_correct(&logits, &batch.labels, classes, 1) as u64;
-        top5 += topk_correct(&logits, &batch.labels, classes, 5) as u64;
-        for ((row, &label), &index) in logits
-            .chunks_exact(classes)
-            .zip(&batch.labels)
-            .zip(&batch.indices)
-        {
-            let (row_probabilities, row_loss) = softmax_with_loss(row, label);
-            loss.update(row_loss, 1);
-            probabilities[index * classes..(index + 1) * classes]
-                .copy_from_slice(&row_probabilities);
-            labels[index] = label;
-        }
-    }
-    Ok(Predictions {
-        probabilities,
-        labels,
-        loss: loss.average(),
-        top1,
-        top5,
-    })
-}
-
-/// Softmax of a logit row and the cross-entropy of `label`, in f64 for stability.
-pub fn softmax_with_loss(row: &[f32], label: usize) -> (Vec<f32>, f64) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exponentials: Vec<f64> = row
-        .iter()
-        .map(|&value| (f64::from(value) - f64::from(max)).exp())
-        .collect();
-    let sum: f64 = exponentials.iter().sum();
-    let probabilities = exponentials.iter().map(|&e| (e / sum) as f32).collect();
-    let loss = sum.ln() + f64::from(max) - f64::from(row[label]);
-    (probabilities, loss)
-}
-
-/// The highest-probability class of each row (lower index on ties).
-pub fn argmax_rows(probabilities: &[f32], classes: usize) -> Vec<usize> {
-    probabilities
-        .chunks_exact(classes)
-        .map(|row| {
-            let mut best = 0;
-            for (index, &value) in row.iter().enumerate() {
-                if value > row[best] {
-                    best = index;
-                }
-            }
-            best
-        })
-        .collect()
-}
-
-/// Loads exported weights (`<dir>/model.safetensors` + `config.json`) on a backend.
-pub fn load_exported<B: Backend>(
-    dir: &Path,
-    device: &B::Device,
-) -> Result<(VisionLstm<B>, CheckpointConfig), StageError> {
-    let config: CheckpointConfig = read_json(&dir.join("config.json"))?;
-    let model = config.model.init::<B>(device);
-    let (model, _) = load_pretrained(model, &dir.join("model.safetensors"), device)
-        .map_err(|error| StageError::Invalid(error.to_string()))?;
-    Ok((model, config))
-}
-
-fn percent(count: u64, total: u64) -> f64 {
-    if total == 0 {
-        0.0
-    } else {
-        100.0 * count as f64 / total as f64
-    }
-}
 
 /// Runs the stage.
 pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
@@ -197,9 +66,11 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
             let spinner = context
                 .reporter
                 .spinner("evaluate", &format!("{weights} on {split}"));
-            let predictions = predict(&model, pack, &loader, classes, &device)?;
+            let predictions =
+                predict_split(&model, pack, &loader, 0, classes, &device, None, true)?;
+            let probabilities = predictions.probabilities.as_deref().unwrap_or_default();
             spinner.finish_and_clear();
-            let predicted = argmax_rows(&predictions.probabilities, classes);
+            let predicted = argmax_rows(probabilities, classes);
             let report = ClassificationReport::from_labels(
                 &predictions.labels,
                 &predicted,
@@ -216,7 +87,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
             let folder = out.join(&folder_name);
             fs_err::create_dir_all(&folder)?;
             report
-                .to_csv(&folder.join("classification_report.csv"))
+                .to_csv(&folder.join(REPORT_FILE))
                 .map_err(|error| StageError::Invalid(error.to_string()))?;
             confusion
                 .to_csv(&folder.join("confusion_matrix.csv"), &summary.classes)
@@ -289,7 +160,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
             trained.display()
         )));
     }
-    write_json(&out.join("metrics.json"), &metrics)?;
+    write_json(&out.join(METRICS_FILE), &metrics)?;
     fs_err::write(out.join("report.md"), markdown)?;
     Ok(headline)
 }
@@ -298,7 +169,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
 fn write_misclassified(
     path: &Path,
     rows: &[crate::data::manifest::ManifestRow],
-    predictions: &Predictions,
+    predictions: &SplitPredictions,
     predicted: &[usize],
     classes: &[String],
 ) -> Result<(), StageError> {
@@ -320,7 +191,8 @@ fn write_misclassified(
         if guess == label {
             continue;
         }
-        let probabilities = &predictions.probabilities[index * count..(index + 1) * count];
+        let probabilities = &predictions.probabilities.as_deref().unwrap_or_default()
+            [index * count..(index + 1) * count];
         writer
             .write_record([
                 row.path.as_str(),
@@ -335,18 +207,4 @@ fn write_misclassified(
         .flush()
         .map_err(|error| StageError::Invalid(format!("{}: {error}", path.display())))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_and_loss_match_hand_values() {
-        let (probabilities, loss) = softmax_with_loss(&[0.0, 0.0, (2.0f32).ln()], 2);
-        assert!((probabilities[2] - 0.5).abs() < 1e-6);
-        assert!((probabilities[0] - 0.25).abs() < 1e-6);
-        assert!((loss - 2.0f64.ln()).abs() < 1e-6);
-        assert_eq!(argmax_rows(&[0.1, 0.7, 0.2, 0.5, 0.5, 0.0], 3), vec![1, 0]);
-    }
 }

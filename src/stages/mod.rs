@@ -1,7 +1,7 @@
-//! The stages: thin functions that read their inputs, call into `data` (and later `model`,
-//! `train`, `metrics`, `report`) and write their outputs into a fresh cache entry folder.
+//! The stages: thin functions that read their inputs, call into `data`, `train`, `inference`,
+//! `metrics` and `report`, and write their outputs into a fresh cache entry folder.
 //!
-//! A stage never decides whether it runs: the runner (`pipeline::run`) does, from the keys.
+//! A stage never decides whether it runs: the runner (`runner::run`) does, from the keys.
 //! A stage writes only into the folder it is given, which becomes a cache entry only if the
 //! stage returns `Ok`.
 
@@ -61,6 +61,9 @@ pub enum StageError {
     /// Training failed or was interrupted.
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
+    /// The trained model could not be loaded or run.
+    #[error(transparent)]
+    Inference(#[from] crate::inference::InferenceError),
 }
 
 /// Runs one stage into `out`; returns a one-line summary for the progress display.
@@ -81,11 +84,7 @@ pub fn run_stage(
 
 /// Writes pretty JSON with a trailing newline.
 pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StageError> {
-    let mut text = serde_json::to_vec_pretty(value)
-        .map_err(|error| StageError::Invalid(format!("{}: {error}", path.display())))?;
-    text.push(b'\n');
-    fs_err::write(path, text)?;
-    Ok(())
+    Ok(crate::files::write_json(path, value)?)
 }
 
 /// Reads JSON written by an upstream stage.

@@ -5,14 +5,15 @@
 use std::path::Path;
 
 use super::{StageContext, StageError};
+use crate::metrics::{HISTORY_FILE, read_history};
 use crate::pipeline::StageKind;
-use crate::report::{ImageFormat, read_history, write_curves};
+use crate::report::{ImageFormat, write_curves};
 use crate::spec::types::PlotFormat;
 
 /// Runs the stage.
 pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
     let plot = &context.spec.spec.plot;
-    let history = read_history(&context.upstream(StageKind::Train)?.join("history.csv"))
+    let history = read_history(&context.upstream(StageKind::Train)?.join(HISTORY_FILE))
         .map_err(|error| StageError::Invalid(error.to_string()))?;
     if history.is_empty() {
         // `train.epochs: 0` evaluates untrained weights; there is no curve to draw.

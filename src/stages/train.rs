@@ -29,7 +29,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
     let model = spec
         .model
         .vil_config(summary.classes.len(), spec.data.image_size)
-        .map_err(|tail| StageError::Invalid(format!("model.{tail}")))?;
+        .map_err(|error| StageError::Invalid(error.within("model").to_string()))?;
     let identity = context
         .plan
         .stage(StageKind::Train)

@@ -43,14 +43,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::data::transforms::Transform;
-use crate::model::{VilConfig, VisionLstm};
-use crate::pipeline::cache::{
-    CacheError, MANIFEST_FILE, Thoroughness, check_manifest, remove_dir_via, write_manifest,
-};
+use crate::files::{remove_dir_via, sync_dir, temp_path};
+use crate::integrity::{MANIFEST_FILE, Thoroughness, check_manifest, write_manifest};
+use crate::model::VisionLstm;
+
+pub use crate::inference::{CheckpointConfig, EXPORTED_CONFIG, EXPORTED_WEIGHTS, ValScores};
 
 /// A failure to read or write a checkpoint; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -238,16 +238,13 @@ pub fn write_checkpoint(
 ) -> Result<PathBuf, CheckpointError> {
     fs_err::create_dir_all(resume_dir)?;
     let name = format!("ckpt-{global_step:012}");
-    let tmp = resume_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = temp_path(&resume_dir.join(&name), "tmp");
     if tmp.exists() {
         fs_err::remove_dir_all(&tmp)?;
     }
     fs_err::create_dir_all(&tmp)?;
     write(&tmp)?;
-    write_manifest(&tmp).map_err(|error| match error {
-        CacheError::Io(error) => CheckpointError::Io(error),
-        CacheError::Json { path, message } => CheckpointError::Format { path, message },
-    })?;
+    write_manifest(&tmp)?;
     let target = resume_dir.join(&name);
     if target.exists() {
         // The same step saved twice (an interrupt right after an epoch ended): same contents.
@@ -278,73 +275,19 @@ pub fn write_checkpoint(
 /// but not all its files: it is renamed to a `.ckpt-*.tmp` name first, which the next
 /// [`write_checkpoint`] removes if this one does not get to.
 fn remove_checkpoint(checkpoint: &Path) -> Result<(), CheckpointError> {
-    let name = checkpoint
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let doomed = checkpoint.with_file_name(format!(".{name}.{}.old.tmp", std::process::id()));
-    remove_dir_via(checkpoint, &doomed)?;
+    remove_dir_via(checkpoint, &temp_path(checkpoint, "old.tmp"))?;
     Ok(())
-}
-
-/// Flushes a folder's entries (the rename above) where the platform allows it.
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = std::fs::File::open(dir) {
-        let _ = handle.sync_all();
-    }
 }
 
 /// Writes `value` as pretty JSON with a trailing newline, synced.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CheckpointError> {
-    let mut text =
-        serde_json::to_vec_pretty(value).map_err(|error| format_error(path, error.to_string()))?;
-    text.push(b'\n');
-    let mut file = fs_err::File::create(path)?;
-    std::io::Write::write_all(&mut file, &text)?;
-    file.sync_all()?;
-    Ok(())
+    Ok(crate::files::write_json(path, value)?)
 }
 
 /// Reads JSON written by [`write_json`].
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
     let text = fs_err::read(path)?;
     serde_json::from_slice(&text).map_err(|error| format_error(path, error.to_string()))
-}
-
-/// How to rebuild and feed an exported model (`best/config.json`, `last/config.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointConfig {
-    /// vilab's version.
-    pub vilab: String,
-    /// The model's hyper-parameters (class count and image size included).
-    pub model: VilConfig,
-    /// Class names in label order.
-    pub classes: Vec<String>,
-    /// Side of the square input images.
-    pub image_size: u32,
-    /// Per-channel mean the inputs are normalised with.
-    pub mean: [f64; 3],
-    /// Per-channel standard deviation the inputs are normalised with.
-    pub std: [f64; 3],
-    /// The deterministic preparation of evaluation images (`augment.val`).
-    pub val_transforms: Vec<Transform>,
-    /// `raw` or `ema`: which weights the file holds (`train.select` decides).
-    pub weights: String,
-    /// The epoch (1-based) the weights are from; 0 for untrained weights.
-    pub epoch: u32,
-    /// Validation scores of these weights at that epoch (absent for untrained weights).
-    pub val: Option<ValScores>,
-}
-
-/// Validation scores of one set of weights.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ValScores {
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// ACC1 in percent.
-    pub acc1: f64,
-    /// ACC5 in percent.
-    pub acc5: f64,
 }
 
 /// Writes `model` as `<dir>/model.safetensors` (official names, PyTorch layouts) and `config`
@@ -354,17 +297,12 @@ pub fn export_checkpoint<B: Backend>(
     model: &VisionLstm<B>,
     config: &CheckpointConfig,
 ) -> Result<(), CheckpointError> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    let name = dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = temp_path(dir, "tmp");
     if tmp.exists() {
         fs_err::remove_dir_all(&tmp)?;
     }
     fs_err::create_dir_all(&tmp)?;
-    let weights = tmp.join("model.safetensors");
+    let weights = tmp.join(EXPORTED_WEIGHTS);
     let mut store = SafetensorsStore::from_file(&weights)
         .skip_enum_variants(true)
         .with_to_adapter(BurnToPyTorchAdapter)
@@ -374,7 +312,7 @@ pub fn export_checkpoint<B: Backend>(
     model
         .save_into(&mut store)
         .map_err(|error| format_error(&weights, error.to_string()))?;
-    write_json(&tmp.join("config.json"), config)?;
+    write_json(&tmp.join(EXPORTED_CONFIG), config)?;
     if dir.exists() {
         fs_err::remove_dir_all(dir)?;
     }
@@ -403,6 +341,7 @@ pub mod exact_f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn tensors_round_trip_bit_for_bit() {

@@ -6,6 +6,7 @@
 //! scaling the loop unscales first, so `max` is in the units of the true gradient (the blog's
 //! template clipped the scaled gradients, a bug).
 
+use crate::field::FieldError;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use schemars::JsonSchema;
@@ -24,7 +25,7 @@ pub enum GradientClip {
 
 impl GradientClip {
     /// Checks the threshold; the error is the tail after `train.clip_grad.`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let (name, value) = match self {
             GradientClip::Norm(value) => ("norm", *value),
             GradientClip::Value(value) => ("value", *value),
@@ -32,7 +33,7 @@ impl GradientClip {
         if value > 0.0 && value.is_finite() {
             Ok(())
         } else {
-            Err(format!("{name}: must be > 0 (got {value})"))
+            Err(crate::field_error!("{name}", "must be > 0 (got {value})"))
         }
     }
 
@@ -166,7 +167,7 @@ mod tests {
         let clip: GradientClip = serde_json::from_str(r#"{"norm": 5.0}"#).unwrap();
         assert_eq!(clip, GradientClip::Norm(5.0));
         assert_eq!(
-            GradientClip::Value(0.0).validate().unwrap_err(),
+            GradientClip::Value(0.0).validate().unwrap_err().to_string(),
             "value: must be > 0 (got 0)"
         );
     }

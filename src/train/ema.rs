@@ -8,6 +8,7 @@
 //! the schedule of TensorFlow's `ExponentialMovingAverage(num_updates)`, so early updates move
 //! the average quickly and the nominal decay is reached after about 10/(1 − d) updates.
 
+use crate::field::FieldError;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use schemars::JsonSchema;
@@ -49,11 +50,15 @@ impl Default for EmaSpec {
 
 impl EmaSpec {
     /// Checks the decay; the error is the tail after `train.ema.`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if (0.0..1.0).contains(&self.decay) {
             Ok(())
         } else {
-            Err(format!("decay: must be in [0, 1) (got {})", self.decay))
+            Err(crate::field_error!(
+                "decay",
+                "must be in [0, 1) (got {})",
+                self.decay
+            ))
         }
     }
 
@@ -123,7 +128,7 @@ mod tests {
             ..EmaSpec::default()
         };
         assert_eq!(
-            bad.validate().unwrap_err(),
+            bad.validate().unwrap_err().to_string(),
             "decay: must be in [0, 1) (got 1)"
         );
     }

@@ -24,6 +24,8 @@ pub mod params;
 pub mod precision;
 pub mod schedule;
 pub mod session;
+pub mod spec;
+pub mod throughput;
 pub mod trainer;
 pub mod validation;
 

@@ -20,7 +20,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::params::ParamLayout;
-use crate::spec::types::{OptimizerName, OptimizerSpec};
+use super::spec::{OptimizerName, OptimizerSpec};
 
 /// Optimiser state, one slot per parameter in layout order.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@
 //! The CPU backend (ndarray) has no half-precision kernels, so bf16 and f16 need `backend: cuda`;
 //! the loss-scaling logic itself is backend-independent and tested on the CPU.
 
+use crate::field::FieldError;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Element, FloatDType, Tensor, set_default_dtypes};
@@ -26,7 +27,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Float type of the forward and backward passes (`train.precision`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     /// Everything in f32.
@@ -109,24 +112,30 @@ impl Default for LossScaleSpec {
 
 impl LossScaleSpec {
     /// Checks the factors; the error is the tail after `train.loss_scale.`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if !(self.initial > 0.0 && self.initial.is_finite()) {
-            return Err(format!("initial: must be > 0 (got {})", self.initial));
+            return Err(crate::field_error!(
+                "initial",
+                "must be > 0 (got {})",
+                self.initial
+            ));
         }
         if !(self.growth_factor > 1.0 && self.growth_factor.is_finite()) {
-            return Err(format!(
-                "growth_factor: must be > 1 (got {})",
+            return Err(crate::field_error!(
+                "growth_factor",
+                "must be > 1 (got {})",
                 self.growth_factor
             ));
         }
         if !(self.backoff_factor > 0.0 && self.backoff_factor < 1.0) {
-            return Err(format!(
-                "backoff_factor: must be in (0, 1) (got {})",
+            return Err(crate::field_error!(
+                "backoff_factor",
+                "must be in (0, 1) (got {})",
                 self.backoff_factor
             ));
         }
         if self.growth_interval == 0 {
-            return Err("growth_interval: must be ≥ 1 (got 0)".to_owned());
+            return Err(FieldError::new("growth_interval", "must be ≥ 1 (got 0)"));
         }
         Ok(())
     }
@@ -297,7 +306,7 @@ mod tests {
             ..LossScaleSpec::default()
         };
         assert_eq!(
-            bad.validate().unwrap_err(),
+            bad.validate().unwrap_err().to_string(),
             "backoff_factor: must be in (0, 1) (got 1)"
         );
     }

@@ -10,6 +10,7 @@
 //! epoch over 300 epochs, which makes the rate oscillate with a 40-epoch period; that is a bug we
 //! do not reproduce.
 
+use crate::field::FieldError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +98,7 @@ impl Default for Schedule {
 impl Schedule {
     /// Checks the parameters; the error is the message tail after `train.schedule.`,
     /// e.g. `cosine.min_lr: must be ≥ 0 (got -1)`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let (name, warmup_epochs, warmup_lr) = match self {
             Schedule::Cosine(cosine) => {
                 non_negative("cosine", "min_lr", cosine.min_lr)?;
@@ -108,11 +109,12 @@ impl Schedule {
             }
             Schedule::Step(step) => {
                 if step.step_epochs == 0 {
-                    return Err("step.step_epochs: must be ≥ 1 (got 0)".to_string());
+                    return Err(FieldError::new("step.step_epochs", "must be ≥ 1 (got 0)"));
                 }
                 if !(step.gamma > 0.0 && step.gamma <= 1.0) {
-                    return Err(format!(
-                        "step.gamma: must be in (0, 1] (got {})",
+                    return Err(crate::field_error!(
+                        "step.gamma",
+                        "must be in (0, 1] (got {})",
                         step.gamma
                     ));
                 }
@@ -165,11 +167,14 @@ fn warmup_step_count(warmup_epochs: f64, steps_per_epoch: u64) -> u64 {
     (warmup_epochs.max(0.0) * steps_per_epoch as f64).round() as u64
 }
 
-fn non_negative(schedule: &str, field: &str, value: f64) -> Result<(), String> {
+fn non_negative(schedule: &str, field: &str, value: f64) -> Result<(), FieldError> {
     if value >= 0.0 && value.is_finite() {
         Ok(())
     } else {
-        Err(format!("{schedule}.{field}: must be ≥ 0 (got {value})"))
+        Err(crate::field_error!(
+            "{schedule}.{field}",
+            "must be ≥ 0 (got {value})"
+        ))
     }
 }
 
@@ -297,7 +302,7 @@ mod tests {
             ..CosineSchedule::default()
         });
         assert_eq!(
-            bad.validate().unwrap_err(),
+            bad.validate().unwrap_err().to_string(),
             "cosine.min_lr: must be ≥ 0 (got -1)"
         );
         let bad_step = Schedule::Step(StepSchedule {
@@ -307,7 +312,7 @@ mod tests {
             warmup_lr: 0.0,
         });
         assert_eq!(
-            bad_step.validate().unwrap_err(),
+            bad_step.validate().unwrap_err().to_string(),
             "step.step_epochs: must be ≥ 1 (got 0)"
         );
         assert!(Schedule::default().validate().is_ok());

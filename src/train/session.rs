@@ -19,11 +19,13 @@ use super::optimizer::Optimizer;
 use super::parallel::backend_rng_lock;
 use super::params::{ParamLayout, flatten_params, materialize, with_params};
 use super::precision::{LossScaler, Precision, cast_params};
+use super::spec::SelectMetric;
 use super::trainer::{TrainError, TrainJob, derive_seed, update_step};
+use crate::metrics::{
+    EpochMetrics, HISTORY_FILE, HistoryRow, METRICS_FILE, read_history, write_history,
+};
 use crate::model::{VisionLstm, load_pretrained};
 use crate::progress::Reporter;
-use crate::report::{HistoryRow, read_history, write_history};
-use crate::spec::types::SelectMetric;
 
 /// Version of the checkpoint layout; a checkpoint of another version is not resumed.
 const CHECKPOINT_FORMAT: u32 = 1;
@@ -82,48 +84,6 @@ pub struct MetricsFile {
     pub skipped_steps: u64,
     /// How `train_acc1` is measured.
     pub train_acc1_note: String,
-}
-
-/// One epoch's metrics, without timings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based epoch.
-    pub epoch: u32,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    /// Mean soft-target training loss.
-    pub train_loss: f64,
-    /// Training ACC1 against the un-mixed labels, in percent.
-    pub train_acc1: f64,
-    /// Validation loss of the raw weights.
-    pub val_loss: f64,
-    /// Validation ACC1 of the raw weights.
-    pub val_acc1: f64,
-    /// Validation ACC5 of the raw weights.
-    pub val_acc5: f64,
-    /// Validation loss of the EMA weights.
-    pub ema_val_loss: Option<f64>,
-    /// Validation ACC1 of the EMA weights.
-    pub ema_val_acc1: Option<f64>,
-    /// Validation ACC5 of the EMA weights.
-    pub ema_val_acc5: Option<f64>,
-}
-
-impl From<&HistoryRow> for EpochMetrics {
-    fn from(row: &HistoryRow) -> Self {
-        EpochMetrics {
-            epoch: row.epoch,
-            lr: row.lr,
-            train_loss: row.train_loss,
-            train_acc1: row.train_acc1,
-            val_loss: row.val_loss,
-            val_acc1: row.val_acc1,
-            val_acc5: row.val_acc5,
-            ema_val_loss: row.ema_val_loss,
-            ema_val_acc1: row.ema_val_acc1,
-            ema_val_acc5: row.ema_val_acc5,
-        }
-    }
 }
 
 /// The mutable state of a training run.
@@ -263,7 +223,7 @@ impl<B: AutodiffBackend> Session<B> {
                 path: tensors_path.clone(),
                 message,
             })?;
-        self.history = read_history(&checkpoint.join("history.csv"))?;
+        self.history = read_history(&checkpoint.join(HISTORY_FILE))?;
         if self.history.len() != state.epochs_done as usize {
             return Err(mismatch("history").into());
         }
@@ -364,9 +324,9 @@ impl<B: AutodiffBackend> Session<B> {
         };
         let path = write_checkpoint(&job.work_dir, global_step, |folder| {
             write_tensors(&folder.join("state.safetensors"), &tensors)?;
-            write_history(&folder.join("history.csv"), &self.history).map_err(|error| {
+            write_history(&folder.join(HISTORY_FILE), &self.history).map_err(|error| {
                 CheckpointError::Format {
-                    path: folder.join("history.csv"),
+                    path: folder.join(HISTORY_FILE),
                     message: error.to_string(),
                 }
             })?;
@@ -379,7 +339,7 @@ impl<B: AutodiffBackend> Session<B> {
     pub(super) fn write_outputs(&self, job: &TrainJob) -> Result<(), TrainError> {
         let out = &job.out_dir;
         fs_err::create_dir_all(out).map_err(CheckpointError::from)?;
-        write_history(&out.join("history.csv"), &self.history)?;
+        write_history(&out.join(HISTORY_FILE), &self.history)?;
         let last_row = self.history.last();
         let best_row = self
             .history
@@ -400,7 +360,7 @@ impl<B: AutodiffBackend> Session<B> {
                               un-mixed labels"
                 .to_owned(),
         };
-        write_json(&out.join("metrics.json"), &metrics)?;
+        write_json(&out.join(METRICS_FILE), &metrics)?;
         let config = |row: Option<&HistoryRow>| {
             let scores = row.map(|row| match job.spec.select {
                 SelectMetric::EmaValAcc1 => ValScores {

@@ -43,16 +43,18 @@ use super::parallel::{BatchView, batch_gradients};
 use super::params::with_params;
 use super::precision::{LossScaler, PrecisionError, configure_device};
 use super::session::{Session, selected_value};
-use super::validation::{percent, validate};
+use super::spec::TrainSpec;
+use super::validation::validate;
 use crate::data::DataError;
 use crate::data::loader::{LoaderConfig, batches, batches_per_epoch};
 use crate::data::pack::PackedSplit;
 use crate::data::transforms::Transform;
+use crate::inference::InferenceError;
+use crate::metrics::percent;
 use crate::metrics::topk_correct;
+use crate::metrics::{HistoryError, HistoryRow};
 use crate::model::{PretrainedError, VilConfig};
 use crate::progress::Reporter;
-use crate::report::{HistoryRow, ReportError};
-use crate::spec::types::TrainSpec;
 
 /// Everything the loop needs, prepared by the `train` stage.
 #[derive(Debug, Clone)]
@@ -100,7 +102,10 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     /// `history.csv` could not be written or read.
     #[error(transparent)]
-    Report(#[from] ReportError),
+    History(#[from] HistoryError),
+    /// A validation pass failed.
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
     /// The pretrained weights could not be loaded.
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),

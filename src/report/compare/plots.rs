@@ -15,8 +15,8 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 use super::RunResults;
-use crate::report::curves::HistoryRow;
-use crate::report::figure::{Figure, TickedAxis, write_figure};
+use crate::metrics::HistoryRow;
+use crate::report::figure::{Figure, TickedAxis, decimals_for, write_figure};
 use crate::report::font::FAMILY;
 use crate::report::{ImageFormat, ReportError};
 use crate::spec::sweep::show_value;
@@ -67,16 +67,6 @@ fn even_ticks(range: &Range<f64>, count: usize) -> Vec<f64> {
     (1..=count)
         .map(|index| range.start + step * index as f64)
         .collect()
-}
-
-/// Digits after the point so that ticks about a tenth of `span` apart stay distinct.
-fn decimals_for(span: f64) -> usize {
-    let step = span / 8.0;
-    if step.is_finite() && step > 0.0 {
-        (-step.log10()).ceil().clamp(0.0, 6.0) as usize
-    } else {
-        2
-    }
 }
 
 /// One line of a curve panel: a run's values per epoch.

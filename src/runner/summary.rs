@@ -9,57 +9,28 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{Sweep, SweepError, SweepFile, SweepTrial, TrialState};
+use super::sweep::{Sweep, SweepError, SweepFile, SweepTrial, TrialState};
+use crate::metrics::MetricName;
 use crate::report::compare::plots::{ParameterPoints, write_summary_plot};
-use crate::report::compare::{
-    MetricDefinition, RunMetrics, RunResults, format_value, ranking_metric,
-};
+use crate::report::compare::{RunMetrics, RunResults, format_value};
 use crate::spec::sweep::show_value;
 
-/// A metric column of the summary.
-struct Column {
-    /// Name in `summary.csv`.
-    name: &'static str,
-    /// Heading in `summary.md`.
-    heading: &'static str,
-    /// Digits after the point in `summary.md`.
-    decimals: usize,
-    value: fn(&RunMetrics) -> Option<f64>,
-}
-
 /// The metric columns, in order.
-const COLUMNS: &[Column] = &[
-    Column {
-        name: "best_val_acc1",
-        heading: "best val ACC1 %",
-        decimals: 2,
-        value: |metrics| metrics.best_val_acc1,
-    },
-    Column {
-        name: "best_val_acc5",
-        heading: "best val ACC5 %",
-        decimals: 2,
-        value: |metrics| metrics.best_val_acc5,
-    },
-    Column {
-        name: "ema_val_acc1",
-        heading: "EMA val ACC1 %",
-        decimals: 2,
-        value: |metrics| metrics.ema_val_acc1,
-    },
-    Column {
-        name: "final_train_loss",
-        heading: "final loss",
-        decimals: 4,
-        value: |metrics| metrics.final_train_loss,
-    },
-    Column {
-        name: "epochs",
-        heading: "epochs",
-        decimals: 0,
-        value: |metrics| Some(metrics.epochs as f64),
-    },
+const COLUMNS: [MetricName; 5] = [
+    MetricName::BestValAcc1,
+    MetricName::BestValAcc5,
+    MetricName::EmaValAcc1,
+    MetricName::FinalTrainLoss,
+    MetricName::Epochs,
 ];
+
+/// A column's heading in `summary.md` (shorter than the comparison table's label).
+fn heading(metric: MetricName) -> &'static str {
+    match metric {
+        MetricName::FinalTrainLoss => "final loss",
+        other => other.label(),
+    }
+}
 
 /// One trial's row.
 struct Row<'a> {
@@ -68,11 +39,11 @@ struct Row<'a> {
 }
 
 /// The ranking metric and a note when `evaluate.metric` names none vilab knows.
-fn ranking(sweep_file: &SweepFile) -> (&'static MetricDefinition, Option<String>) {
-    match ranking_metric(&sweep_file.metric) {
+fn ranking(sweep_file: &SweepFile) -> (MetricName, Option<String>) {
+    match MetricName::parse(&sweep_file.metric) {
         Some(metric) => (metric, None),
         None => (
-            ranking_metric("val_acc1").unwrap_or(&crate::report::compare::METRICS[0]),
+            MetricName::BestValAcc1,
             Some(format!(
                 "evaluate.metric `{}` is not a metric the summary knows; sorted by best val ACC1",
                 sweep_file.metric
@@ -100,12 +71,12 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     let key = |row: &Row<'_>| {
         row.metrics
             .as_ref()
-            .and_then(metric.value)
+            .and_then(|metrics| metrics.value(metric))
             .filter(|value| value.is_finite())
     };
     // Stable: trials without a value keep their sweep order at the end.
     rows.sort_by(|a, b| match (key(a), key(b)) {
-        (Some(x), Some(y)) if metric.higher_is_better => y.total_cmp(&x),
+        (Some(x), Some(y)) if metric.higher_is_better() => y.total_cmp(&x),
         (Some(x), Some(y)) => x.total_cmp(&y),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
@@ -123,7 +94,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     };
     let mut header = vec!["rank", "trial", "state"];
     header.extend(varied.iter().map(String::as_str));
-    header.extend(COLUMNS.iter().map(|column| column.name));
+    header.extend(COLUMNS.iter().map(|column| column.name()));
     header.extend(["seconds", "run", "error"]);
     writer.write_record(&header).map_err(csv_error)?;
     for (rank, row) in rows.iter().enumerate() {
@@ -141,7 +112,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
             record.push(
                 row.metrics
                     .as_ref()
-                    .and_then(column.value)
+                    .and_then(|metrics| metrics.value(column))
                     .map(|value| value.to_string())
                     .unwrap_or_default(),
             );
@@ -159,7 +130,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     let bytes = writer
         .into_inner()
         .map_err(|error| std::io::Error::other(error.to_string()))?;
-    super::write_atomic(&sweep.dir.join("summary.csv"), &bytes)?;
+    crate::files::write_atomic(&sweep.dir.join("summary.csv"), &bytes)?;
 
     let counts = &sweep_file.counts;
     let mut markdown = format!(
@@ -172,8 +143,8 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
         counts.get("failed").copied().unwrap_or(0),
         counts.get("running").copied().unwrap_or(0),
         counts.get("pending").copied().unwrap_or(0),
-        metric.label,
-        if metric.higher_is_better {
+        metric.label(),
+        if metric.higher_is_better() {
             "highest"
         } else {
             "lowest"
@@ -184,7 +155,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     }
     let mut headings = vec!["trial".to_owned(), "state".to_owned()];
     headings.extend(varied.iter().map(|path| format!("`{path}`")));
-    headings.extend(COLUMNS.iter().map(|column| column.heading.to_owned()));
+    headings.extend(COLUMNS.iter().map(|column| heading(*column).to_owned()));
     headings.extend(["wall time".to_owned(), "run".to_owned()]);
     let _ = writeln!(markdown, "| {} |", headings.join(" | "));
     let _ = writeln!(markdown, "|{}", "---|".repeat(headings.len()));
@@ -197,7 +168,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
         );
         for column in COLUMNS {
             cells.push(match &row.metrics {
-                Some(metrics) => format_value((column.value)(metrics), column.decimals),
+                Some(metrics) => format_value(metrics.value(column), column.decimals()),
                 None => String::new(),
             });
         }
@@ -250,13 +221,13 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
         .iter()
         .any(|parameter| !parameter.points.is_empty())
     {
-        write_summary_plot(&parameters, metric.label, &sweep.dir.join("summary.png"))?;
+        write_summary_plot(&parameters, metric.label(), &sweep.dir.join("summary.png"))?;
         let _ = writeln!(
             markdown,
             "\n![{} against each varied parameter](summary.png)",
-            metric.label
+            metric.label()
         );
     }
-    super::write_atomic(&sweep.dir.join("summary.md"), markdown.as_bytes())?;
+    crate::files::write_atomic(&sweep.dir.join("summary.md"), markdown.as_bytes())?;
     Ok(())
 }

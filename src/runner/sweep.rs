@@ -33,9 +33,6 @@
 //! running, but nobody holds the lock): running it again resumes from the train stage's
 //! checkpoints.
 
-pub mod runner;
-pub mod summary;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -44,12 +41,13 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::cache::Cache;
-use super::fingerprint::canonical_json;
-use super::plan::{Plan, PlanError, PlanOptions, StageStatus, build_plan, stage_statuses};
-use super::run::{
-    RunError, RunOptions, RunOutcome, experiment_dir, link_atomic, previous_keys,
-    remove_stale_temporaries, run_experiment, write_atomic,
+use super::run::{RunError, RunOptions, RunOutcome, run_experiment};
+use crate::files::{host_name, link_atomic, now_rfc3339, remove_stale_temporaries, write_atomic};
+use crate::integrity::canonical_json;
+use crate::pipeline::cache::Cache;
+use crate::pipeline::layout::{experiment_dir, previous_keys};
+use crate::pipeline::plan::{
+    Plan, PlanError, PlanOptions, StageStatus, build_plan, stage_statuses,
 };
 use crate::progress::Reporter;
 use crate::spec::sweep::Trial;
@@ -473,7 +471,7 @@ impl Sweep {
             .map_err(|error| std::io::Error::other(format!("sweep.json: {error}")))?;
         bytes.push(b'\n');
         write_atomic(&self.dir.join("sweep.json"), &bytes)?;
-        summary::write_summary(self, &file)?;
+        super::summary::write_summary(self, &file)?;
         drop(lock);
         Ok(file)
     }
@@ -601,16 +599,4 @@ fn is_interrupt(error: &SweepError) -> bool {
             ..
         })
     )
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use serde_json::Value;
 
-use super::{Sweep, SweepError, TrialRecord, TrialState, now_rfc3339};
-use crate::pipeline::run::RunOptions;
+use crate::files::now_rfc3339;
 use crate::progress::Reporter;
+use crate::runner::run::RunOptions;
+use crate::runner::sweep::{Sweep, SweepError, TrialRecord, TrialState};
 use crate::spec::sweep::Trial;
 use crate::spec::types::BackendKind;
 
@@ -350,7 +351,7 @@ fn record_crash(sweep: &Sweep, trial: &Trial, error: &str) -> Result<(), SweepEr
         error: None,
         run_id: None,
         attempts: 1,
-        host: super::host_name(),
+        host: crate::files::host_name(),
         pid: 0,
         started_at: now_rfc3339(),
         finished_at: None,

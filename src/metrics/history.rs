@@ -1,0 +1,131 @@
+//! The per-epoch training history: `history.csv` as the train stage writes it (and updates in
+//! checkpoints), as `report` plots and compares it, and its headline rows without timings.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The history's file name in the train stage's output and in checkpoints.
+pub const HISTORY_FILE: &str = "history.csv";
+
+/// Why `history.csv` could not be read or written; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// Not valid CSV of [`HistoryRow`]s, or not writable as such.
+    #[error("{}: cannot read or write the training history", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The CSV error.
+        #[source]
+        source: csv::Error,
+    },
+    /// A file system failure.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// One epoch of training as the train stage records it. Accuracies are percentages (0–100),
+/// as timm's `accuracy` reports them; the EMA columns are empty when EMA is off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    pub epoch: u32,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc1: f64,
+    pub val_loss: f64,
+    pub val_acc1: f64,
+    pub val_acc5: f64,
+    pub ema_val_loss: Option<f64>,
+    pub ema_val_acc1: Option<f64>,
+    pub ema_val_acc5: Option<f64>,
+    pub epoch_seconds: f64,
+    pub train_images_per_second: f64,
+}
+
+/// The header of `history.csv`, in column order; it matches [`HistoryRow`]'s fields.
+pub const HISTORY_HEADER: [&str; 12] = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc1",
+    "val_loss",
+    "val_acc1",
+    "val_acc5",
+    "ema_val_loss",
+    "ema_val_acc1",
+    "ema_val_acc5",
+    "epoch_seconds",
+    "train_images_per_second",
+];
+
+/// Reads `history.csv`; empty EMA cells become `None`.
+pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>, HistoryError> {
+    let mut reader = csv::Reader::from_reader(fs_err::File::open(path)?);
+    reader
+        .deserialize()
+        .collect::<Result<Vec<HistoryRow>, csv::Error>>()
+        .map_err(|source| HistoryError::Csv {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Writes `history.csv` with [`HISTORY_HEADER`], also when `rows` is empty.
+pub fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), HistoryError> {
+    let history_error = |source| HistoryError::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(fs_err::File::create(path)?);
+    writer.write_record(HISTORY_HEADER).map_err(history_error)?;
+    for row in rows {
+        writer.serialize(row).map_err(history_error)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// One epoch's metrics, without timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch.
+    pub epoch: u32,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Mean soft-target training loss.
+    pub train_loss: f64,
+    /// Training ACC1 against the un-mixed labels, in percent.
+    pub train_acc1: f64,
+    /// Validation loss of the raw weights.
+    pub val_loss: f64,
+    /// Validation ACC1 of the raw weights.
+    pub val_acc1: f64,
+    /// Validation ACC5 of the raw weights.
+    pub val_acc5: f64,
+    /// Validation loss of the EMA weights.
+    pub ema_val_loss: Option<f64>,
+    /// Validation ACC1 of the EMA weights.
+    pub ema_val_acc1: Option<f64>,
+    /// Validation ACC5 of the EMA weights.
+    pub ema_val_acc5: Option<f64>,
+}
+
+impl From<&HistoryRow> for EpochMetrics {
+    fn from(row: &HistoryRow) -> Self {
+        EpochMetrics {
+            epoch: row.epoch,
+            lr: row.lr,
+            train_loss: row.train_loss,
+            train_acc1: row.train_acc1,
+            val_loss: row.val_loss,
+            val_acc1: row.val_acc1,
+            val_acc5: row.val_acc5,
+            ema_val_loss: row.ema_val_loss,
+            ema_val_acc1: row.ema_val_acc1,
+            ema_val_acc5: row.ema_val_acc5,
+        }
+    }
+}

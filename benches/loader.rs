@@ -10,6 +10,9 @@
 //! Each iteration loads one whole epoch, so thread start-up and the end-of-epoch drain count,
 //! as they do in training. Run with `cargo bench --bench loader`.
 
+// A benchmark stops at a broken fixture; the no-unwrap rule is for the library.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@
 //! concurrent writer's file. The suffix says what it is: `tmp` (being written), `link` (a
 //! symbolic link being placed), `old.tmp` (being deleted).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -92,6 +93,76 @@ pub fn publish(tmp: &Path, path: &Path, force: bool) -> Result<(), PublishError>
     }
     fs_err::rename(tmp, path)?;
     Ok(())
+}
+
+/// Where a command's text output goes: standard output, or a file written beside its
+/// destination ([`temp_path`]) and published ([`publish`]) only once it is complete, so a
+/// failure never leaves half a file where the result belongs.
+pub struct Output {
+    writer: Box<dyn std::io::Write>,
+    /// `(temporary, final)` paths when writing to a file.
+    file: Option<(PathBuf, PathBuf)>,
+}
+
+impl Output {
+    /// Standard output for `None`; else a temporary file beside `path`, which must not exist
+    /// unless `force` (its folder is created).
+    pub fn open(path: Option<&Path>, force: bool) -> Result<Self, PublishError> {
+        let Some(path) = path else {
+            return Ok(Self {
+                writer: Box::new(std::io::stdout().lock()),
+                file: None,
+            });
+        };
+        ensure_free(path, force)?;
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            fs_err::create_dir_all(parent)?;
+        }
+        let tmp = temp_path(path, "tmp");
+        let file = fs_err::File::create(&tmp)?;
+        Ok(Self {
+            writer: Box::new(std::io::BufWriter::new(file)),
+            file: Some((tmp, path.to_path_buf())),
+        })
+    }
+
+    /// What is being written, for messages: `stdout` or the temporary file.
+    pub fn destination(&self) -> String {
+        self.file
+            .as_ref()
+            .map_or_else(|| "stdout".to_owned(), |(tmp, _)| tmp.display().to_string())
+    }
+
+    /// Flushes and, for a file, publishes it at its destination.
+    pub fn finish(mut self, force: bool) -> Result<(), PublishError> {
+        self.writer.flush()?;
+        drop(self.writer);
+        if let Some((tmp, path)) = &self.file {
+            publish(tmp, path, force)?;
+        }
+        Ok(())
+    }
+
+    /// Drops what was written (a file's temporary copy is removed).
+    pub fn abandon(self) {
+        drop(self.writer);
+        if let Some((tmp, _)) = &self.file {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+impl std::io::Write for Output {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.writer.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
 }
 
 /// Writes `bytes` to `path` and syncs them (in place; see [`write_atomic`] for replacing).

@@ -310,3 +310,32 @@ fn build_manifest(dir: &Path) -> std::io::Result<Manifest> {
         .collect::<Result<Vec<_>, std::io::Error>>()?;
     Ok(Manifest { files })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": 2}});
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"c":2,"d":[1,{"y":1,"z":0}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn short_ids_are_prefixes_of_the_content_key() {
+        let value = json!({"b": 1, "a": 2});
+        let key = content_key(&value);
+        assert_eq!(key.len(), 64);
+        assert_eq!(short_id(&value, 12), key[..12]);
+        assert_eq!(
+            content_key(&json!({"a": 2, "b": 1})),
+            key,
+            "key order does not matter"
+        );
+    }
+}

@@ -61,8 +61,8 @@ fn code_only(text: &str) -> String {
         } else if let Some(length) = char_literal_length(rest) {
             out.push_str("' '");
             index += length;
-        } else if rest.starts_with("r#\"") {
-            let end = rest[3..].find("\"#").map_or(rest.len(), |end| end + 5);
+        } else if let Some(raw) = rest.strip_prefix("r#\"") {
+            let end = raw.find("\"#").map_or(rest.len(), |end| end + 5);
             out.push_str("\"\"");
             index += end;
         } else {

@@ -68,11 +68,11 @@ fn expand(argument: &Path) -> anyhow::Result<Vec<Named>> {
         let runs: Vec<Named> = sweep
             .trials
             .iter()
-            .filter(|trial| trial.state == TrialState::Done)
+            .filter(|trial| trial.status.state == TrialState::Done)
             .filter_map(|trial| {
                 trial.run.as_ref().map(|run| Named {
                     folder: argument.join(run),
-                    label: trial.id.clone(),
+                    label: trial.status.id.clone(),
                 })
             })
             .collect();

@@ -210,16 +210,6 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(super::human_bytes(512), "512 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(3 * 1024 * 1024), "3.0 MiB");
-    }
-}
-
 /// Where an output path would be shown relative to the current directory.
 pub(crate) fn shown_path(path: &std::path::Path) -> String {
     let relative = std::env::current_dir()
@@ -229,4 +219,14 @@ pub(crate) fn shown_path(path: &std::path::Path) -> String {
         .unwrap_or_else(|| path.to_path_buf())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
 }

@@ -60,7 +60,7 @@ fn trial_states(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<(Sweep, Vec
             other => other,
         };
         let error = record
-            .and_then(|record| record.error)
+            .and_then(|record| record.status.error)
             .filter(|_| state == TrialState::Failed);
         rows.push(TrialRow {
             trial: trial.clone(),

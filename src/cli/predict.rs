@@ -11,17 +11,14 @@
 //! image at all could be predicted. The CSV is written beside its destination and renamed into
 //! place, and an existing file is replaced only with `--force`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use image::RgbImage;
-use rayon::prelude::*;
 
 use super::{EXIT_FAILURE, EXIT_OK, usage};
-use crate::files::{ensure_free, publish, temp_path};
-use crate::inference::{Predictor, Unlisted, image_files};
+use crate::files::Output;
+use crate::inference::{PredictedFiles, Predictor, image_files};
 use crate::model::{PRESET_NAMES, preset};
 use crate::pipeline::layout::{RunDir, WeightsChoice};
 use crate::progress::Reporter;
@@ -198,71 +195,6 @@ fn channel_triple(flag: &str, values: &[f64]) -> anyhow::Result<[f32; 3]> {
     }
 }
 
-/// The CSV destination: stdout, or a temporary file published when everything went well.
-struct CsvOutput {
-    writer: csv::Writer<Box<dyn Write>>,
-    /// `(temporary, final)` paths when writing to a file.
-    file: Option<(PathBuf, PathBuf)>,
-}
-
-impl CsvOutput {
-    fn open(out: Option<&Path>, force: bool) -> anyhow::Result<CsvOutput> {
-        let Some(path) = out else {
-            return Ok(CsvOutput {
-                writer: csv::Writer::from_writer(Box::new(std::io::stdout().lock())),
-                file: None,
-            });
-        };
-        ensure_free(path, force)?;
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            fs_err::create_dir_all(parent)?;
-        }
-        let tmp = temp_path(path, "tmp");
-        let file = fs_err::File::create(&tmp)?;
-        Ok(CsvOutput {
-            writer: csv::Writer::from_writer(Box::new(std::io::BufWriter::new(file))),
-            file: Some((tmp, path.to_path_buf())),
-        })
-    }
-
-    fn write<I: IntoIterator<Item = String>>(&mut self, record: I) -> anyhow::Result<()> {
-        let destination = self.destination();
-        self.writer
-            .write_record(record)
-            .with_context(|| format!("writing {destination}"))
-    }
-
-    fn destination(&self) -> String {
-        self.file
-            .as_ref()
-            .map_or_else(|| "stdout".to_owned(), |(tmp, _)| tmp.display().to_string())
-    }
-
-    /// Flushes and, for a file, renames it into place.
-    fn finish(mut self, force: bool) -> anyhow::Result<()> {
-        let destination = self.destination();
-        self.writer
-            .flush()
-            .with_context(|| format!("writing {destination}"))?;
-        drop(self.writer);
-        if let Some((tmp, path)) = &self.file {
-            publish(tmp, path, force)?;
-        }
-        Ok(())
-    }
-
-    /// Removes the temporary file of a failed prediction.
-    fn abandon(self) {
-        drop(self.writer);
-        if let Some((tmp, _)) = &self.file {
-            let _ = std::fs::remove_file(tmp);
-        }
-    }
-}
-
 /// The CSV header.
 fn header(columns: ProbColumns, classes: &[String], topk: usize) -> Vec<String> {
     let mut header = vec!["file".to_owned()];
@@ -350,7 +282,7 @@ fn predict(args: &PredictArgs, reporter: &Reporter) -> anyhow::Result<u8> {
             classes.len()
         ));
     }
-    let mut output = CsvOutput::open(args.out.as_deref(), args.force)?;
+    let mut output = Output::open(args.out.as_deref(), args.force)?;
     let predicted = match write_predictions(&predictor, &files, args, topk, &mut output, reporter) {
         Ok(predicted) => predicted,
         Err(error) => {
@@ -393,62 +325,37 @@ fn predict(args: &PredictArgs, reporter: &Reporter) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// What [`write_predictions`] did.
-struct Predicted {
-    count: u64,
-    skipped: Vec<Unlisted>,
-}
-
-/// Decodes `files` a batch at a time, predicts the readable ones and writes their rows.
+/// Writes the CSV of `files` to `output`.
 fn write_predictions(
     predictor: &Predictor,
     files: &[PathBuf],
     args: &PredictArgs,
     topk: usize,
-    output: &mut CsvOutput,
+    output: &mut Output,
     reporter: &Reporter,
-) -> anyhow::Result<Predicted> {
+) -> anyhow::Result<PredictedFiles> {
+    let destination = output.destination();
     let classes = &predictor.classes;
-    output.write(header(args.probs, classes, topk))?;
-    let batch = args.batch as usize;
+    let mut writer = csv::Writer::from_writer(output);
+    let mut write = |record: Vec<String>| {
+        writer
+            .write_record(record)
+            .with_context(|| format!("writing {destination}"))
+    };
     let bar = reporter.bar(files.len() as u64, "predict", "images");
-    let mut pending: Vec<(&Path, RgbImage)> = Vec::with_capacity(2 * batch);
-    let mut result = Predicted {
-        count: 0,
-        skipped: Vec::new(),
-    };
-    let mut flush = |pending: Vec<(&Path, RgbImage)>, result: &mut Predicted| {
-        let (names, images): (Vec<&Path>, Vec<RgbImage>) = pending.into_iter().unzip();
-        let probabilities = predictor.probabilities(&images, result.count)?;
-        for (file, row_probabilities) in names.iter().zip(probabilities.chunks_exact(classes.len()))
-        {
-            output.write(row(file, row_probabilities, args.probs, classes, topk))?;
-        }
-        result.count += names.len() as u64;
-        anyhow::Ok(())
-    };
-    for chunk in files.chunks(batch) {
-        let loaded: Vec<_> = chunk.par_iter().map(|file| predictor.load(file)).collect();
-        for (file, image) in chunk.iter().zip(loaded) {
-            match image {
-                Ok(image) => pending.push((file, image)),
-                Err(reason) => result.skipped.push(Unlisted {
-                    file: file.display().to_string(),
-                    reason: reason.to_string(),
-                }),
-            }
-        }
-        while pending.len() >= batch {
-            let rest = pending.split_off(batch);
-            flush(std::mem::replace(&mut pending, rest), &mut result)?;
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    if !pending.is_empty() {
-        flush(pending, &mut result)?;
-    }
+    let predicted = write(header(args.probs, classes, topk)).and_then(|()| {
+        predictor.predict_files(
+            files,
+            args.batch as usize,
+            |file, probabilities| write(row(file, probabilities, args.probs, classes, topk)),
+            |read| bar.inc(read),
+        )
+    })?;
     bar.finish_and_clear();
-    Ok(result)
+    writer
+        .flush()
+        .with_context(|| format!("writing {destination}"))?;
+    Ok(predicted)
 }
 
 #[cfg(test)]

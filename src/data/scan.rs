@@ -114,6 +114,17 @@ fn class_folders(root: &Path) -> Result<Vec<String>, DataError> {
     Ok(classes)
 }
 
+/// Everything below `root` in name order, links followed, hidden entries (and what is below
+/// them) left out: how class folders and `vilab predict`'s folders are read.
+pub fn walk_visible(root: &Path) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> {
+    WalkDir::new(root)
+        .follow_links(true)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| !entry.file_name().to_str().is_some_and(is_hidden))
+}
+
 /// Appends every non-hidden file below `class_root` to `files`.
 fn collect_class_files(
     root: &Path,
@@ -121,13 +132,7 @@ fn collect_class_files(
     label: usize,
     files: &mut Vec<ScannedFile>,
 ) -> Result<(), DataError> {
-    let walker = WalkDir::new(class_root)
-        .follow_links(true)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|entry| !entry.file_name().to_str().is_some_and(is_hidden));
-    for entry in walker {
+    for entry in walk_visible(class_root) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(error) => {

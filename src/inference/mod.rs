@@ -8,7 +8,7 @@
 
 mod predictor;
 
-pub use predictor::{ExportedOrigin, Predictor, Unlisted, image_files};
+pub use predictor::{ExportedOrigin, PredictedFiles, Predictor, Unlisted, image_files};
 
 use std::path::Path;
 use std::sync::Arc;

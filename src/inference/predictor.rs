@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 use rayon::prelude::*;
-use walkdir::WalkDir;
 
 use super::{InferenceError, load_exported};
 use crate::backend::{Cpu, cpu_device};
 use crate::data::image::{BadImage, decode_rgb8, resize_square};
-use crate::data::scan::is_hidden;
+use crate::data::scan::walk_visible;
 use crate::data::transforms::{Transform, apply_pipeline, sample_rng, to_normalized_chw};
 use crate::metrics::softmax_with_loss;
 use crate::model::{LoadReport, VilConfig, VisionLstm, load_pretrained};
@@ -131,6 +130,66 @@ impl Predictor {
     }
 }
 
+/// What [`Predictor::predict_files`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictedFiles {
+    /// Images predicted.
+    pub count: u64,
+    /// Files that did not decode, and why.
+    pub skipped: Vec<Unlisted>,
+}
+
+impl Predictor {
+    /// Decodes `files` a batch at a time (in parallel), predicts the readable ones in batches
+    /// of `batch` images, and hands each image's probabilities to `row`, in file order;
+    /// `progress` is told how many more files were read.
+    pub fn predict_files<E: From<InferenceError>>(
+        &self,
+        files: &[PathBuf],
+        batch: usize,
+        mut row: impl FnMut(&Path, &[f32]) -> Result<(), E>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<PredictedFiles, E> {
+        let batch = batch.max(1);
+        let classes = self.classes.len();
+        let mut pending: Vec<(&Path, RgbImage)> = Vec::with_capacity(2 * batch);
+        let mut result = PredictedFiles {
+            count: 0,
+            skipped: Vec::new(),
+        };
+        let mut flush = |pending: Vec<(&Path, RgbImage)>, result: &mut PredictedFiles| {
+            let (names, images): (Vec<&Path>, Vec<RgbImage>) = pending.into_iter().unzip();
+            let probabilities = self.probabilities(&images, result.count)?;
+            for (file, row_probabilities) in names.iter().zip(probabilities.chunks_exact(classes)) {
+                row(file, row_probabilities)?;
+            }
+            result.count += names.len() as u64;
+            Ok::<(), E>(())
+        };
+        for chunk in files.chunks(batch) {
+            let loaded: Vec<_> = chunk.par_iter().map(|file| self.load(file)).collect();
+            for (file, image) in chunk.iter().zip(loaded) {
+                match image {
+                    Ok(image) => pending.push((file, image)),
+                    Err(reason) => result.skipped.push(Unlisted {
+                        file: file.display().to_string(),
+                        reason: reason.to_string(),
+                    }),
+                }
+            }
+            while pending.len() >= batch {
+                let rest = pending.split_off(batch);
+                flush(std::mem::replace(&mut pending, rest), &mut result)?;
+            }
+            progress(chunk.len() as u64);
+        }
+        if !pending.is_empty() {
+            flush(pending, &mut result)?;
+        }
+        Ok(result)
+    }
+}
+
 /// A path that could not be listed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unlisted {
@@ -154,13 +213,7 @@ pub fn image_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<Unlisted>), P
             files.push(path.clone());
             continue;
         }
-        let walker = WalkDir::new(path)
-            .follow_links(true)
-            .min_depth(1)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|entry| !entry.file_name().to_str().is_some_and(is_hidden));
-        for entry in walker {
+        for entry in walk_visible(path) {
             match entry {
                 Ok(entry) if entry.file_type().is_file() => files.push(entry.into_path()),
                 Ok(_) => {}

@@ -188,7 +188,7 @@ pub fn run_sweep(
                 }
                 TrialState::Pending if stopping => outcome.not_run.push(trial.id.clone()),
                 _ => {
-                    let error = match record.and_then(|record| record.error) {
+                    let error = match record.and_then(|record| record.status.error) {
                         Some(error) if state == TrialState::Failed => error,
                         _ => {
                             let error = describe_exit(status);
@@ -345,20 +345,11 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 /// Records a trial whose process died without recording its failure.
 fn record_crash(sweep: &Sweep, trial: &Trial, error: &str) -> Result<(), SweepError> {
     let mut record = sweep.read_record(trial).unwrap_or_else(|| TrialRecord {
-        id: trial.id.clone(),
-        overrides: trial.overrides.clone(),
-        state: TrialState::Failed,
-        error: None,
-        run_id: None,
-        attempts: 1,
-        host: crate::files::host_name(),
         pid: 0,
-        started_at: now_rfc3339(),
-        finished_at: None,
-        seconds: 0.0,
+        ..TrialRecord::attempt(trial, TrialState::Failed, 1)
     });
-    record.state = TrialState::Failed;
-    record.error = Some(format!("{error}; see {}", sweep.log_path(trial).display()));
+    record.status.state = TrialState::Failed;
+    record.status.error = Some(format!("{error}; see {}", sweep.log_path(trial).display()));
     record.finished_at = Some(now_rfc3339());
     sweep.write_record(&record)
 }

@@ -1,5 +1,6 @@
 //! The per-epoch training history: `history.csv` as the train stage writes it (and updates in
-//! checkpoints), as `report` plots and compares it, and its headline rows without timings.
+//! checkpoints), as `report` plots and compares it, and as `train/metrics.json` quotes its best
+//! and final rows.
 
 use std::path::{Path, PathBuf};
 
@@ -86,46 +87,4 @@ pub fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), HistoryErro
     }
     writer.flush()?;
     Ok(())
-}
-
-/// One epoch's metrics, without timings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based epoch.
-    pub epoch: u32,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    /// Mean soft-target training loss.
-    pub train_loss: f64,
-    /// Training ACC1 against the un-mixed labels, in percent.
-    pub train_acc1: f64,
-    /// Validation loss of the raw weights.
-    pub val_loss: f64,
-    /// Validation ACC1 of the raw weights.
-    pub val_acc1: f64,
-    /// Validation ACC5 of the raw weights.
-    pub val_acc5: f64,
-    /// Validation loss of the EMA weights.
-    pub ema_val_loss: Option<f64>,
-    /// Validation ACC1 of the EMA weights.
-    pub ema_val_acc1: Option<f64>,
-    /// Validation ACC5 of the EMA weights.
-    pub ema_val_acc5: Option<f64>,
-}
-
-impl From<&HistoryRow> for EpochMetrics {
-    fn from(row: &HistoryRow) -> Self {
-        EpochMetrics {
-            epoch: row.epoch,
-            lr: row.lr,
-            train_loss: row.train_loss,
-            train_acc1: row.train_acc1,
-            val_loss: row.val_loss,
-            val_acc1: row.val_acc1,
-            val_acc5: row.val_acc5,
-            ema_val_loss: row.ema_val_loss,
-            ema_val_acc1: row.ema_val_acc1,
-            ema_val_acc5: row.ema_val_acc5,
-        }
-    }
 }

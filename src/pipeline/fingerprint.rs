@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::stage::StageKind;
+use crate::integrity::content_key;
 
 /// Digest of one input folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +82,7 @@ impl Fingerprint {
     pub fn key(&self) -> String {
         let value = serde_json::to_value(self)
             .unwrap_or_else(|error| unreachable!("fingerprints always serialise: {error}"));
-        blake3::hash(canonical_json(&value).as_bytes())
-            .to_hex()
-            .to_string()
+        content_key(&value)
     }
 }
 
@@ -98,26 +97,6 @@ pub struct StoredFingerprint {
     /// Per-file listings of the inputs, by spec field.
     #[serde(default)]
     pub input_files: BTreeMap<String, Vec<FileRecord>>,
-}
-
-/// JSON with object keys sorted at every level and no white space: a stable hash input.
-pub fn canonical_json(value: &Value) -> String {
-    fn sorted(value: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let ordered: BTreeMap<&String, Value> =
-                    map.iter().map(|(key, item)| (key, sorted(item))).collect();
-                let mut out = serde_json::Map::new();
-                for (key, item) in ordered {
-                    out.insert(key.clone(), item);
-                }
-                Value::Object(out)
-            }
-            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    sorted(value).to_string()
 }
 
 /// The leaves of `resolved` under each dotted prefix in `fields`, keyed by dotted path. Lists
@@ -332,15 +311,6 @@ mod tests {
             len,
             stamp: "1".into(),
         }
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let a = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": 2}});
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"a":{"c":2,"d":[1,{"y":1,"z":0}]},"b":1}"#
-        );
     }
 
     #[test]

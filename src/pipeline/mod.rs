@@ -6,6 +6,7 @@
 //! - [`cache`]: the content-addressed store, atomic commits and per-entry locks.
 //! - [`layout`]: the run folder's files and records (`run.json`, `pending.json`).
 //! - [`gc`]: which cache entries no run folder needs, and deleting them under their locks.
+//! - [`verify`]: hashing every entry and checkpoint again.
 
 pub mod cache;
 pub mod fingerprint;
@@ -13,5 +14,6 @@ pub mod gc;
 pub mod layout;
 pub mod plan;
 pub mod stage;
+pub mod verify;
 
 pub use stage::StageKind;

@@ -11,12 +11,12 @@ use rayon::prelude::*;
 
 use super::cache::{Cache, EntryState};
 use super::fingerprint::{
-    FileRecord, Fingerprint, StoredFingerprint, canonical_json, digest_files, dirty_reason,
-    spec_slice,
+    FileRecord, Fingerprint, StoredFingerprint, digest_files, dirty_reason, spec_slice,
 };
 use super::stage::StageKind;
 use crate::data::DataError;
 use crate::data::scan::{FolderScan, scan_image_folder};
+use crate::integrity::short_id;
 use crate::spec::LoadedSpec;
 
 /// How input folders are fingerprinted.
@@ -209,10 +209,7 @@ pub fn build_plan(spec: &LoadedSpec, options: PlanOptions) -> Result<Plan, PlanE
     }
     let keys: Vec<&str> = stages.iter().map(PlannedStage::key).collect();
     let identity = serde_json::json!({ "spec": spec.resolved, "stages": keys });
-    let run_id = blake3::hash(canonical_json(&identity).as_bytes())
-        .to_hex()
-        .to_string()[..12]
-        .to_owned();
+    let run_id = short_id(&identity, 12);
     Ok(Plan {
         stages,
         inputs,

@@ -62,8 +62,8 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
             metrics: trial
                 .run
                 .as_ref()
-                .filter(|_| trial.state == TrialState::Done)
-                .and_then(|run| RunResults::read(&sweep.dir.join(run), &trial.id).ok())
+                .filter(|_| trial.status.state == TrialState::Done)
+                .and_then(|run| RunResults::read(&sweep.dir.join(run), &trial.status.id).ok())
                 .map(|results| results.metrics()),
         })
         .collect();
@@ -100,13 +100,13 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     for (rank, row) in rows.iter().enumerate() {
         let mut record = vec![
             (rank + 1).to_string(),
-            row.trial.id.clone(),
-            row.trial.state.as_str().to_owned(),
+            row.trial.status.id.clone(),
+            row.trial.status.state.as_str().to_owned(),
         ];
         record.extend(
             varied
                 .iter()
-                .map(|path| cell(row.trial.overrides.get(path))),
+                .map(|path| cell(row.trial.status.overrides.get(path))),
         );
         for column in COLUMNS {
             record.push(
@@ -124,7 +124,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
                 .unwrap_or_default(),
         );
         record.push(row.trial.run.clone().unwrap_or_default());
-        record.push(row.trial.error.clone().unwrap_or_default());
+        record.push(row.trial.status.error.clone().unwrap_or_default());
         writer.write_record(&record).map_err(csv_error)?;
     }
     let bytes = writer
@@ -160,11 +160,14 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     let _ = writeln!(markdown, "| {} |", headings.join(" | "));
     let _ = writeln!(markdown, "|{}", "---|".repeat(headings.len()));
     for row in &rows {
-        let mut cells = vec![row.trial.id.clone(), row.trial.state.as_str().to_owned()];
+        let mut cells = vec![
+            row.trial.status.id.clone(),
+            row.trial.status.state.as_str().to_owned(),
+        ];
         cells.extend(
             varied
                 .iter()
-                .map(|path| cell(row.trial.overrides.get(path))),
+                .map(|path| cell(row.trial.status.overrides.get(path))),
         );
         for column in COLUMNS {
             cells.push(match &row.metrics {
@@ -190,7 +193,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     }
     let failed: Vec<&Row<'_>> = rows
         .iter()
-        .filter(|row| row.trial.state == TrialState::Failed)
+        .filter(|row| row.trial.status.state == TrialState::Failed)
         .collect();
     if !failed.is_empty() {
         let _ = writeln!(markdown, "\n## Failed trials\n");
@@ -198,11 +201,15 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
             let _ = writeln!(
                 markdown,
                 "- `{}` ({}): {} — log: [trials/{}.log](trials/{}.log)",
-                row.trial.id,
-                crate::spec::sweep::describe_overrides(&row.trial.overrides),
-                row.trial.error.as_deref().unwrap_or("no error recorded"),
-                row.trial.id,
-                row.trial.id
+                row.trial.status.id,
+                crate::spec::sweep::describe_overrides(&row.trial.status.overrides),
+                row.trial
+                    .status
+                    .error
+                    .as_deref()
+                    .unwrap_or("no error recorded"),
+                row.trial.status.id,
+                row.trial.status.id
             );
         }
     }
@@ -213,7 +220,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
             path: path.clone(),
             points: rows
                 .iter()
-                .filter_map(|row| Some((row.trial.overrides.get(path)?.clone(), key(row)?)))
+                .filter_map(|row| Some((row.trial.status.overrides.get(path)?.clone(), key(row)?)))
                 .collect(),
         })
         .collect();

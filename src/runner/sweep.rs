@@ -36,14 +36,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::run::{RunError, RunOptions, RunOutcome, run_experiment};
 use crate::files::{host_name, link_atomic, now_rfc3339, remove_stale_temporaries, write_atomic};
-use crate::integrity::canonical_json;
+use crate::integrity::short_id;
 use crate::pipeline::cache::Cache;
 use crate::pipeline::layout::{experiment_dir, previous_keys};
 use crate::pipeline::plan::{
@@ -116,18 +116,40 @@ impl TrialState {
     }
 }
 
-/// `trials/<id>.json`: the record of a trial's latest attempt.
+/// What a trial is and how it stands: the fields a trial's record and its row in
+/// `sweep.json` share, first in both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialRecord {
+pub struct TrialStatus {
     /// The trial id.
     pub id: String,
     /// Its overrides.
     pub overrides: BTreeMap<String, Value>,
-    /// Running, done or failed, as the attempt left it (`running` after a crash).
+    /// In a record: running, done or failed, as the attempt left it (`running` after a
+    /// crash); in `sweep.json`: done, failed, running or pending, as read from disk.
     pub state: TrialState,
-    /// Why the attempt failed, when it did.
+    /// Why the (last) attempt failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl TrialStatus {
+    /// `trial` in `state`, without an error.
+    pub fn of(trial: &Trial, state: TrialState) -> Self {
+        Self {
+            id: trial.id.clone(),
+            overrides: trial.overrides.clone(),
+            state,
+            error: None,
+        }
+    }
+}
+
+/// `trials/<id>.json`: the record of a trial's latest attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// The trial and how the attempt left it.
+    #[serde(flatten)]
+    pub status: TrialStatus,
     /// The run folder's name (under `<out>/<name>/`), once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
@@ -147,18 +169,28 @@ pub struct TrialRecord {
     pub seconds: f64,
 }
 
+impl TrialRecord {
+    /// An attempt of `trial` by this process starting now, in `state`.
+    pub fn attempt(trial: &Trial, state: TrialState, attempts: u32) -> Self {
+        Self {
+            status: TrialStatus::of(trial, state),
+            run_id: None,
+            attempts,
+            host: host_name(),
+            pid: std::process::id(),
+            started_at: now_rfc3339(),
+            finished_at: None,
+            seconds: 0.0,
+        }
+    }
+}
+
 /// One trial in `sweep.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepTrial {
-    /// The trial id.
-    pub id: String,
-    /// Its overrides.
-    pub overrides: BTreeMap<String, Value>,
-    /// Done, failed, running or pending.
-    pub state: TrialState,
-    /// The error of the last failed attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// The trial and its state.
+    #[serde(flatten)]
+    pub status: TrialStatus,
     /// The run folder, relative to the sweep folder (`../<run-id>`), once done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
@@ -232,7 +264,7 @@ impl Sweep {
                 .map(|trial| serde_json::json!({"id": trial.id, "overrides": trial.overrides}))
                 .collect::<Vec<_>>(),
         });
-        let id = blake3::hash(canonical_json(&identity).as_bytes()).to_hex()[..12].to_owned();
+        let id = short_id(&identity, 12);
         let dir = experiment_dir(out, &base).join(format!("sweep-{id}"));
         Ok(Self {
             base,
@@ -298,7 +330,7 @@ impl Sweep {
             .map_err(|error| std::io::Error::other(format!("trial record: {error}")))?;
         bytes.push(b'\n');
         write_atomic(
-            &self.trials_dir().join(format!("{}.json", record.id)),
+            &self.trials_dir().join(format!("{}.json", record.status.id)),
             &bytes,
         )?;
         Ok(())
@@ -336,7 +368,7 @@ impl Sweep {
             return (TrialState::Running, record);
         }
         let state = match &record {
-            Some(record) => match record.state {
+            Some(record) => match record.status.state {
                 TrialState::Done
                     if record
                         .run_id
@@ -382,24 +414,16 @@ impl Sweep {
         link_atomic(&Path::new("..").join(run_id), &self.link_path(trial))?;
         let previous = self.read_record(trial);
         if previous.as_ref().is_some_and(|record| {
-            record.state == TrialState::Done && record.run_id.as_deref() == Some(run_id)
+            record.status.state == TrialState::Done && record.run_id.as_deref() == Some(run_id)
         }) {
             return Ok(());
         }
-        let now = now_rfc3339();
-        self.write_record(&TrialRecord {
-            id: trial.id.clone(),
-            overrides: trial.overrides.clone(),
-            state: TrialState::Done,
-            error: None,
-            run_id: Some(run_id.to_owned()),
-            attempts: previous.as_ref().map_or(0, |record| record.attempts),
-            host: host_name(),
-            pid: std::process::id(),
-            started_at: now.clone(),
-            finished_at: Some(now),
-            seconds: previous.map_or(0.0, |record| record.seconds),
-        })
+        let attempts = previous.as_ref().map_or(0, |record| record.attempts);
+        let mut record = TrialRecord::attempt(trial, TrialState::Done, attempts);
+        record.run_id = Some(run_id.to_owned());
+        record.finished_at = Some(record.started_at.clone());
+        record.seconds = previous.map_or(0.0, |record| record.seconds);
+        self.write_record(&record)
     }
 
     /// Rebuilds `sweep.json` and the summary from the trial records, under the sweep's lock.
@@ -428,13 +452,13 @@ impl Sweep {
                 let (state, record) = self.recorded_state(trial);
                 *counts.entry(state.as_str().to_owned()).or_default() += 1;
                 SweepTrial {
-                    id: trial.id.clone(),
-                    overrides: trial.overrides.clone(),
-                    state,
-                    error: record
-                        .as_ref()
-                        .filter(|_| state == TrialState::Failed)
-                        .and_then(|record| record.error.clone()),
+                    status: TrialStatus {
+                        error: record
+                            .as_ref()
+                            .filter(|_| state == TrialState::Failed)
+                            .and_then(|record| record.status.error.clone()),
+                        ..TrialStatus::of(trial, state)
+                    },
                     run: record
                         .as_ref()
                         .filter(|_| state == TrialState::Done)
@@ -541,22 +565,10 @@ pub fn run_trial(
             )
         })?;
     }
-    let started = SystemTime::now();
     let clock = Instant::now();
     let previous = sweep.read_record(trial);
-    let mut record = TrialRecord {
-        id: trial.id.clone(),
-        overrides: trial.overrides.clone(),
-        state: TrialState::Running,
-        error: None,
-        run_id: None,
-        attempts: previous.as_ref().map_or(0, |record| record.attempts) + 1,
-        host: host_name(),
-        pid: std::process::id(),
-        started_at: humantime::format_rfc3339_seconds(started).to_string(),
-        finished_at: None,
-        seconds: 0.0,
-    };
+    let attempts = previous.as_ref().map_or(0, |record| record.attempts) + 1;
+    let mut record = TrialRecord::attempt(trial, TrialState::Running, attempts);
     sweep.write_record(&record)?;
     reporter.line(&format!("trial {}: {}", trial.id, trial.describe()));
     let result = sweep
@@ -571,17 +583,17 @@ pub fn run_trial(
                 &Path::new("..").join(&outcome.record.run_id),
                 &sweep.link_path(trial),
             )?;
-            record.state = TrialState::Done;
+            record.status.state = TrialState::Done;
             record.run_id = Some(outcome.record.run_id.clone());
         }
         Err(error) if is_interrupt(error) => {
             // Left as running: with the lock released that reads as pending, and the next run
             // resumes from the checkpoint.
-            record.error = Some(error_text(error));
+            record.status.error = Some(error_text(error));
         }
         Err(error) => {
-            record.state = TrialState::Failed;
-            record.error = Some(error_text(error));
+            record.status.state = TrialState::Failed;
+            record.status.error = Some(error_text(error));
         }
     }
     sweep.write_record(&record)?;

@@ -39,7 +39,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::integrity::canonical_json;
+use crate::integrity::short_id;
 
 /// Hex digits of a trial id.
 pub const TRIAL_ID_LENGTH: usize = 10;
@@ -137,7 +137,7 @@ pub fn show_value(value: &Value) -> String {
 pub fn trial_id(overrides: &BTreeMap<String, Value>) -> String {
     let value = serde_json::to_value(overrides)
         .unwrap_or_else(|error| unreachable!("JSON values always serialise: {error}"));
-    blake3::hash(canonical_json(&value).as_bytes()).to_hex()[..TRIAL_ID_LENGTH].to_owned()
+    short_id(&value, TRIAL_ID_LENGTH)
 }
 
 /// The trial whose id is `query` or starts with it.

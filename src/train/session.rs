@@ -21,9 +21,7 @@ use super::params::{ParamLayout, flatten_params, materialize, with_params};
 use super::precision::{LossScaler, Precision, cast_params};
 use super::spec::SelectMetric;
 use super::trainer::{TrainError, TrainJob, derive_seed, update_step};
-use crate::metrics::{
-    EpochMetrics, HISTORY_FILE, HistoryRow, METRICS_FILE, read_history, write_history,
-};
+use crate::metrics::{HISTORY_FILE, HistoryRow, METRICS_FILE, read_history, write_history};
 use crate::model::{VisionLstm, load_pretrained};
 use crate::progress::Reporter;
 
@@ -74,10 +72,10 @@ pub struct MetricsFile {
     /// 1-based epoch of `best/`.
     pub best_epoch: u32,
     /// Metrics of the best epoch (absent after 0 epochs).
-    pub best: Option<EpochMetrics>,
+    pub best: Option<HistoryRow>,
     /// Metrics of the last epoch (absent after 0 epochs).
     #[serde(rename = "final")]
-    pub last: Option<EpochMetrics>,
+    pub last: Option<HistoryRow>,
     /// Optimiser updates applied.
     pub optimizer_steps: u64,
     /// Steps skipped for f16 overflow.
@@ -352,8 +350,8 @@ impl<B: AutodiffBackend> Session<B> {
             weights: weights.to_owned(),
             epochs: job.spec.epochs,
             best_epoch: best_row.map_or(0, |row| row.epoch),
-            best: best_row.map(EpochMetrics::from),
-            last: last_row.map(EpochMetrics::from),
+            best: best_row.cloned(),
+            last: last_row.cloned(),
             optimizer_steps: self.optimizer.steps(),
             skipped_steps: self.scaler.map_or(0, |scaler| scaler.skipped_steps),
             train_acc1_note: "train_acc1 compares outputs on augmented (mixed) inputs with the \

@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 
 use super::EXIT_OK;
 use super::usage;
+use crate::pipeline::layout::{SPEC_FILE, SWEEP_FILE};
 use crate::report::compare::plots::write_compare_curves;
 use crate::report::compare::{RunResults, compare};
 use crate::runner::sweep::{SweepFile, TrialState};
@@ -60,7 +61,7 @@ struct Named {
 
 /// The runs an argument stands for.
 fn expand(argument: &Path) -> anyhow::Result<Vec<Named>> {
-    let sweep_file = argument.join("sweep.json");
+    let sweep_file = argument.join(SWEEP_FILE);
     if sweep_file.is_file() {
         let bytes = fs_err::read(&sweep_file)?;
         let sweep: SweepFile = serde_json::from_slice(&bytes)
@@ -84,7 +85,7 @@ fn expand(argument: &Path) -> anyhow::Result<Vec<Named>> {
         }
         return Ok(runs);
     }
-    if argument.join("spec.yaml").is_file() {
+    if argument.join(SPEC_FILE).is_file() {
         let canonical = fs_err::canonicalize(argument)?;
         let label = canonical
             .file_name()

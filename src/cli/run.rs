@@ -13,7 +13,7 @@ use clap::Args;
 use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ExperimentArgs, shown_path, usage};
 use crate::launcher::local::{SweepOptions, narrowed_devices, run_sweep};
 use crate::launcher::slurm::{SlurmOptions, submit};
-use crate::pipeline::layout::StageOutcome;
+use crate::pipeline::layout::{SUMMARY_MD, StageOutcome};
 use crate::progress::Reporter;
 use crate::runner::run::{RunOptions, RunOutcome, run_experiment};
 use crate::runner::sweep::{Sweep, run_trial};
@@ -174,7 +174,7 @@ pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result
     }
     reporter.line(&format!(
         "summary: {}",
-        shown_path(&sweep.dir.join("summary.md"))
+        shown_path(&sweep.dir.join(SUMMARY_MD))
     ));
     println!("{}", shown_path(&sweep.dir));
     Ok(if !outcome.failed.is_empty() {

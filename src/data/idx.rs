@@ -177,15 +177,13 @@ fn image_path(folder: &Path, class: &str, index: usize) -> PathBuf {
 
 /// The temporary sibling of `out` that a new output folder is built in.
 fn staging_path(out: &Path) -> Result<PathBuf, DataError> {
-    let name = out
-        .file_name()
+    out.file_name()
         .and_then(|name| name.to_str())
         .ok_or_else(|| DataError::Invalid {
             path: out.to_path_buf(),
             message: "output folder needs a plain UTF-8 name".to_owned(),
         })?;
-    let parent = out.parent().unwrap_or(Path::new(""));
-    Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
+    Ok(crate::files::temp_path(out, "partial"))
 }
 
 fn check_class_names(out: &Path, classes: &[String]) -> Result<(), DataError> {

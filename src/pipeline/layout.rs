@@ -37,6 +37,14 @@ pub const RECORD_FILE: &str = "run.json";
 pub const SPEC_FILE: &str = "spec.yaml";
 /// The link in an experiment's folder to its latest run folder.
 pub const LATEST: &str = "latest";
+/// A sweep folder's list of trials and their states.
+pub const SWEEP_FILE: &str = "sweep.json";
+/// A sweep folder's summary table, one row per trial.
+pub const SUMMARY_CSV: &str = "summary.csv";
+/// The same summary for people.
+pub const SUMMARY_MD: &str = "summary.md";
+/// The ranking metric against each varied parameter.
+pub const SUMMARY_PLOT: &str = "summary.png";
 
 /// A run folder, and where each of its files is.
 #[derive(Debug, Clone, PartialEq, Eq)]

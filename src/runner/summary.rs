@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::sweep::{Sweep, SweepError, SweepFile, SweepTrial, TrialState};
 use crate::metrics::MetricName;
+use crate::pipeline::layout::{SUMMARY_CSV, SUMMARY_MD, SUMMARY_PLOT};
 use crate::report::compare::plots::{ParameterPoints, write_summary_plot};
 use crate::report::compare::{RunMetrics, RunResults, format_value};
 use crate::spec::sweep::show_value;
@@ -89,7 +90,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     let csv_error = |error: csv::Error| {
         std::io::Error::other(format!(
             "{}: {error}",
-            sweep.dir.join("summary.csv").display()
+            sweep.dir.join(SUMMARY_CSV).display()
         ))
     };
     let mut header = vec!["rank", "trial", "state"];
@@ -130,7 +131,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     let bytes = writer
         .into_inner()
         .map_err(|error| std::io::Error::other(error.to_string()))?;
-    crate::files::write_atomic(&sweep.dir.join("summary.csv"), &bytes)?;
+    crate::files::write_atomic(&sweep.dir.join(SUMMARY_CSV), &bytes)?;
 
     let counts = &sweep_file.counts;
     let mut markdown = format!(
@@ -228,13 +229,13 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
         .iter()
         .any(|parameter| !parameter.points.is_empty())
     {
-        write_summary_plot(&parameters, metric.label(), &sweep.dir.join("summary.png"))?;
+        write_summary_plot(&parameters, metric.label(), &sweep.dir.join(SUMMARY_PLOT))?;
         let _ = writeln!(
             markdown,
             "\n![{} against each varied parameter](summary.png)",
             metric.label()
         );
     }
-    crate::files::write_atomic(&sweep.dir.join("summary.md"), markdown.as_bytes())?;
+    crate::files::write_atomic(&sweep.dir.join(SUMMARY_MD), markdown.as_bytes())?;
     Ok(())
 }

@@ -45,7 +45,7 @@ use super::run::{RunError, RunOptions, RunOutcome, run_experiment};
 use crate::files::{host_name, link_atomic, now_rfc3339, remove_stale_temporaries, write_atomic};
 use crate::integrity::short_id;
 use crate::pipeline::cache::Cache;
-use crate::pipeline::layout::{experiment_dir, previous_keys};
+use crate::pipeline::layout::{RunDir, SWEEP_FILE, experiment_dir, previous_keys};
 use crate::pipeline::plan::{
     Plan, PlanError, PlanOptions, StageStatus, build_plan, stage_statuses,
 };
@@ -373,7 +373,7 @@ impl Sweep {
                     if record
                         .run_id
                         .as_ref()
-                        .is_some_and(|run| self.run_dir(run).join("run.json").is_file()) =>
+                        .is_some_and(|run| RunDir::new(&self.run_dir(run)).record().is_file()) =>
                 {
                     TrialState::Done
                 }
@@ -398,7 +398,7 @@ impl Sweep {
         let cache = Cache::new(&self.out);
         let statuses = stage_statuses(&plan, &cache, &previous_keys(&self.out, &spec));
         let complete = statuses.iter().all(|status| *status == StageStatus::Cached)
-            && self.run_dir(&plan.run_id).join("run.json").is_file();
+            && RunDir::new(&self.run_dir(&plan.run_id)).record().is_file();
         Ok(TrialPlan {
             spec,
             plan,
@@ -494,7 +494,7 @@ impl Sweep {
         let mut bytes = serde_json::to_vec_pretty(&file)
             .map_err(|error| std::io::Error::other(format!("sweep.json: {error}")))?;
         bytes.push(b'\n');
-        write_atomic(&self.dir.join("sweep.json"), &bytes)?;
+        write_atomic(&self.dir.join(SWEEP_FILE), &bytes)?;
         super::summary::write_summary(self, &file)?;
         drop(lock);
         Ok(file)

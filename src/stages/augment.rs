@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::split::SplitSummary;
+use super::split::{SPLIT_FILE, SplitSummary};
 use super::{StageContext, StageError, read_json};
 use crate::data::loader::{LoaderConfig, batches};
 use crate::data::manifest::read_manifest;
@@ -19,7 +19,7 @@ use crate::pipeline::StageKind;
 pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
     let size = context.spec.spec.data.image_size;
     let split_dir = context.upstream(StageKind::Split)?;
-    let summary: SplitSummary = read_json(&split_dir.join("split.json"))?;
+    let summary: SplitSummary = read_json(&split_dir.join(SPLIT_FILE))?;
     let mut parts = Vec::new();
     let mut bytes = 0u64;
     for (split, field) in &summary.roots {

@@ -12,12 +12,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::split::SplitSummary;
+use super::split::{SPLIT_FILE, SplitSummary};
 use super::{StageContext, StageError, read_json, write_json};
 use crate::data::loader::LoaderConfig;
 use crate::data::manifest::read_manifest;
 use crate::data::pack::PackedSplit;
-use crate::inference::{SplitPredictions, load_exported, predict_split};
+use crate::inference::{EXPORTED_CONFIG, SplitPredictions, load_exported, predict_split};
 use crate::metrics::report::{ClassificationReport, ConfusionMatrix};
 use crate::metrics::{EvalMetrics, EvalScores, METRICS_FILE, REPORT_FILE, argmax_rows, percent};
 use crate::pipeline::StageKind;
@@ -29,7 +29,7 @@ const WEIGHTS: [&str; 2] = ["best", "ema"];
 /// Runs the stage.
 pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
     let split_dir = context.upstream(StageKind::Split)?;
-    let summary: SplitSummary = read_json(&split_dir.join("split.json"))?;
+    let summary: SplitSummary = read_json(&split_dir.join(SPLIT_FILE))?;
     let packs = context.upstream(StageKind::Augment)?;
     let trained = context.upstream(StageKind::Train)?;
     let classes = summary.classes.len();
@@ -43,7 +43,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
     let mut headline = String::new();
     for weights in WEIGHTS {
         let dir = trained.join(weights);
-        if !dir.join("config.json").is_file() {
+        if !dir.join(EXPORTED_CONFIG).is_file() {
             continue;
         }
         let (model, config) = load_exported::<crate::backend::Cpu>(&dir, &device)?;

@@ -16,6 +16,9 @@ use crate::data::split::split_indices;
 use crate::data::verify::{BadImagePolicy, verify_images};
 use crate::pipeline::plan::ScannedInput;
 
+/// The split stage's record of its classes and counts.
+pub const SPLIT_FILE: &str = "split.json";
+
 /// `split.json`: where each split's images are, and how many per class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitSummary {
@@ -220,7 +223,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
             .collect(),
         skipped: skipped.len(),
     };
-    write_json(&out.join("split.json"), &summary)?;
+    write_json(&out.join(SPLIT_FILE), &summary)?;
     if !skipped.is_empty() {
         context.reporter.note(&format!(
             "{} unreadable file(s) skipped; see skipped.csv",

@@ -8,11 +8,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::split::SplitSummary;
+use super::split::{SPLIT_FILE, SplitSummary};
 use super::{StageContext, StageError, read_json, write_json};
 use crate::data::manifest::read_manifest;
 use crate::data::stats::channel_stats;
 use crate::pipeline::StageKind;
+
+/// The stats stage's output: the normalisation statistics.
+pub const STATS_FILE: &str = "stats.json";
 
 /// `stats.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,7 +51,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
         }
     } else {
         let split_dir = context.upstream(StageKind::Split)?;
-        let summary: SplitSummary = read_json(&split_dir.join("split.json"))?;
+        let summary: SplitSummary = read_json(&split_dir.join(SPLIT_FILE))?;
         let root_field = summary.roots.get("train").cloned().unwrap_or_default();
         let root = context
             .plan
@@ -68,7 +71,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
             image_size: size,
         }
     };
-    write_json(&out.join("stats.json"), &file)?;
+    write_json(&out.join(STATS_FILE), &file)?;
     let show = |values: [f64; 3]| {
         values
             .iter()

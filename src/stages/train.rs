@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::split::SplitSummary;
-use super::stats::StatsFile;
+use super::split::{SPLIT_FILE, SplitSummary};
+use super::stats::{STATS_FILE, StatsFile};
 use super::{StageContext, StageError, read_json};
 use crate::data::pack::PackedSplit;
 use crate::pipeline::StageKind;
@@ -21,8 +21,8 @@ use crate::train::{TrainJob, TrainSummary, run_training};
 /// Runs the stage.
 pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError> {
     let spec = &context.spec.spec;
-    let summary: SplitSummary = read_json(&context.upstream(StageKind::Split)?.join("split.json"))?;
-    let stats: StatsFile = read_json(&context.upstream(StageKind::Stats)?.join("stats.json"))?;
+    let summary: SplitSummary = read_json(&context.upstream(StageKind::Split)?.join(SPLIT_FILE))?;
+    let stats: StatsFile = read_json(&context.upstream(StageKind::Stats)?.join(STATS_FILE))?;
     let packs = context.upstream(StageKind::Augment)?;
     let train = Arc::new(PackedSplit::open(packs, "train")?);
     let val = Arc::new(PackedSplit::open(packs, "val")?);

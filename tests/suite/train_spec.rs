@@ -2,9 +2,7 @@
 //! `vilab validate` with their dotted path, and a loss that blows up stops training with an
 //! error naming the epoch and step instead of training on NaN.
 
-mod common;
-
-use common::Workspace;
+use crate::common::Workspace;
 
 const BASE: &str = "\
 name: spec_check

@@ -6,14 +6,13 @@
 //! folder that is not a run, missing EMA weights and existing output files are handled as the
 //! CLI promises.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{Output, copy_tree, repo_root, run_vilab};
 use serde_json::Value;
+
+use crate::common::{Output, copy_tree, repo_root, run_vilab};
 
 /// The run folder, relative to the workspace, as the tests pass it.
 const RUN: &str = "out/predict/latest";

@@ -4,12 +4,11 @@
 //! baseline can be chosen, a sweep folder stands for its trials, overlaid curves are drawn,
 //! and runs with different class sets are compared on the classes they share.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Output, Workspace, copy_tree};
 use serde_json::Value;
+
+use crate::common::{Output, Workspace, copy_tree};
 
 /// A tiny model trained for one epoch on `root`.
 fn experiment(root: &str) -> String {

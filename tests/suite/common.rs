@@ -5,9 +5,6 @@
 //!
 //! Every test gets its own temporary folder, so tests run in parallel without sharing a cache.
 
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

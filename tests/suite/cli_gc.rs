@@ -5,19 +5,15 @@
 //! The checkpoints of an interrupted training (`cache/resume/`) are kept while a run folder
 //! still lists their key (its `pending.json`), so the next run resumes; orphaned ones go.
 
-mod common;
-#[path = "support/faults.rs"]
-mod faults;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use common::{
+use crate::common::{
     Output, Workspace, cache_entry_exists, entry_names, read_run_json, run_vilab_with_env,
     stage_runs, tree_state,
 };
-use faults::{Watched, small_workspace};
+use crate::faults::{Watched, small_workspace};
 
 /// A tiny model trained for one epoch, so every stage has an entry.
 const EXPERIMENT: &str = "name: tiny\n\

@@ -1,5 +1,5 @@
 //! `vilab run --launcher slurm` through the real binary on a copy of `data1/`, with the tiny
-//! trials of tests/cli_sweep.rs.
+//! trials of tests/suite/cli_sweep.rs.
 //!
 //! Without Slurm: a submission where `sbatch` is missing fails with one line, having written
 //! the batch script and its trial list, and that script, run by bash as Slurm would run array
@@ -13,15 +13,16 @@
 //! trial that fails shows its task's state and log in `vilab status`, and submitting again
 //! retries only that trial.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, DATA_STAGES, Output, Workspace, entry_names, read_run_json, stage_runs};
 use serde_json::Value;
+
+use crate::common::{
+    self, BIN, DATA_STAGES, Output, Workspace, entry_names, read_run_json, stage_runs,
+};
 
 /// How long an array of tiny trials may take on a loaded two-core machine before the test
 /// calls it stuck.

@@ -2,12 +2,11 @@
 //! and 300 validation images of 10 Fashion-MNIST classes) must beat chance (10%) by a wide
 //! margin — at least 50% validation ACC1 — and write every output of the train stage.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Workspace, spawn, wait};
 use serde_json::Value;
+
+use crate::common::{Workspace, spawn, wait};
 
 /// `experiments/quickstart.yaml` with a narrower, shallower model and fewer epochs, so the test
 /// stays around a minute on 2 cores.

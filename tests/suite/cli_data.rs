@@ -4,12 +4,10 @@
 //! folder byte for byte and time stamp for time stamp as it was; and `vilab data import-idx`
 //! writes a class-per-folder tree from the Debian Fashion-MNIST files, refusing to overwrite.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{FASHION_CLASSES, FASHION_MNIST, Workspace, entry_names, tree_state};
+use crate::common::{FASHION_CLASSES, FASHION_MNIST, Workspace, entry_names, tree_state};
 
 /// The readable images of the fixture, relative to its root.
 const GOOD_IMAGES: [&str; 11] = [

@@ -11,15 +11,14 @@
 //! dependency of vilab). `sh`'s block size is 512 bytes (dash) or 1024 (bash); every limit here
 //! works with either.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{BIN, Output, PROCESS_TIMEOUT, Workspace, small_experiment, spawn, wait};
 use serde_json::Value;
+
+use crate::common::{self, BIN, Output, PROCESS_TIMEOUT, Workspace, small_experiment, spawn, wait};
 
 /// `sh` blocks: 512 KiB or 1 MiB. The packed training images of data1 (700 at 28×28×3, 1.6 MB)
 /// do not fit; the split and stats outputs (tens of KiB) do.

@@ -4,13 +4,11 @@
 //! once, and a run killed with SIGKILL in the middle of a stage leaves nothing that looks
 //! complete and is finished cleanly by the next run.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     DATA_STAGES, Output, PROCESS_TIMEOUT, StageRun, Workspace, cache_entry_exists, entry_names,
     file_contents, read_run_json, small_experiment, spawn, stage_runs, status_lines, wait,
 };

@@ -3,9 +3,7 @@
 //! file, so a stale one silently misleads them), and every file in `experiments/` must point
 //! editors at it and validate.
 
-mod common;
-
-use common::{repo_root, run_vilab};
+use crate::common::{repo_root, run_vilab};
 
 const SCHEMA_FILE: &str = "schemas/experiment.schema.json";
 const HEADER: &str = "# yaml-language-server: $schema=../schemas/experiment.schema.json";

@@ -16,13 +16,11 @@
 //! cases fail at the split stage; the only training anywhere is zero-epoch runs (the earlier
 //! run, and the deeper model whose weights the foreign-weights cases swap in).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{Workspace, repo_root, small_experiment};
+use crate::common::{self, Workspace, repo_root, small_experiment};
 
 /// Two classes, images per class: enough for a split with one validation image each.
 const CLASSES: [&str; 2] = ["Coat", "Trouser"];

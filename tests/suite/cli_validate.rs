@@ -4,9 +4,7 @@
 //! line on stderr, `FILE:LINE:COL: field: message` (or the `--set ARG:` / `environment VAR:`
 //! origin forms); the exact text is snapshotted, since it is what users read.
 
-mod common;
-
-use common::{Output, Workspace, repo_root, run_vilab, run_vilab_with_env};
+use crate::common::{Output, Workspace, repo_root, run_vilab, run_vilab_with_env};
 
 const FIXTURES: &str = "tests/fixtures/invalid";
 

@@ -4,17 +4,13 @@
 //! lock and reuse it), and leave complete run folders whose links reach whole entries. With
 //! `vilab gc` running in a loop meanwhile, the same holds and gc deletes nothing the runs use.
 
-mod common;
-#[path = "support/faults.rs"]
-mod faults;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Output, Workspace, read_run_json, stage_runs};
-use faults::{Watched, assert_matches_manifest, small_workspace};
+use crate::common::{self, Output, Workspace, read_run_json, stage_runs};
+use crate::faults::{Watched, assert_matches_manifest, small_workspace};
 
 /// One epoch of a tiny model; the `--set` lines below make the other specs.
 const EXPERIMENT: &str = "\

@@ -6,18 +6,17 @@
 //! reported while the others finish, `--fail-fast` stops at it, a re-run retries it; `--trial`
 //! runs one trial on its own; bad sweep paths and values are reported at their lines.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{
+use serde_json::Value;
+
+use crate::common::{
     DATA_STAGES, Output, PROCESS_TIMEOUT, Workspace, entry_names, read_run_json, spawn, stage_runs,
     tree_state, wait,
 };
-use serde_json::Value;
 
 /// A tiny-model experiment on `data/` with a sweep section appended.
 fn sweep_spec(epochs: u32, batch_size: u32, sweep: &str) -> String {

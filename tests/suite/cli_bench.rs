@@ -2,9 +2,7 @@
 //! memory) and rejects an unknown model with one line. Only the form of the figures is checked
 //! (present, finite, positive), never their size: timings depend on the machine.
 
-mod common;
-
-use common::Workspace;
+use crate::common::Workspace;
 
 /// The first number after `label` on the line that starts with it.
 fn figure(stdout: &str, label: &str) -> f64 {

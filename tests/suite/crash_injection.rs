@@ -16,15 +16,13 @@
 //! aside, and recomputed (training resumes from the checkpoint before the damaged one), again
 //! with the results of a clean run. A file only touched is hashed once, found intact and reused.
 
-mod common;
-#[path = "support/faults.rs"]
-mod faults;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Output, Workspace, entry_names};
-use faults::{Watched, assert_cache_whole, assert_same_results, checkpoints, small_workspace};
+use crate::common::{Output, Workspace, entry_names};
+use crate::faults::{
+    self, Watched, assert_cache_whole, assert_same_results, checkpoints, small_workspace,
+};
 
 /// Three epochs of a tiny model on 3 × 60 images: the whole pipeline takes about a second.
 const EXPERIMENT: &str = "\

@@ -5,13 +5,11 @@
 //! stochastic depth, warm-up + cosine, clipping, EMA and the best checkpoint. Training on two
 //! CPU replicas (data parallel) stays close to training on one.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Output, Workspace, spawn, wait};
+use crate::common::{Output, Workspace, spawn, wait};
 
 const EXPERIMENT: &str = "\
 name: resume

@@ -4,10 +4,8 @@
 //! cache entry and every training checkpoint is exactly what its manifest says, and the
 //! contents of a run folder in a form that can be compared across runs.
 //!
-//! Kept apart from `common` because only these test files need it.
-
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
+//! Kept apart from `common` because only the fault tests (cli_gc, concurrency, crash_injection)
+//! need it.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;

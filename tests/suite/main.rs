@@ -1,0 +1,47 @@
+//! The integration tests, built as one test binary (`cargo test --test suite`): burn is linked
+//! once instead of once per test file, which is what the build time of the tests was spent on.
+//! Each module below was a test binary of its own (`tests/<module>.rs`); its tests are now named
+//! `<module>::<test>`, so `cargo test --release --test suite crash_injection::` runs one of them.
+//!
+//! The modules run as threads of one process. Test fixtures stay in `tests/fixtures/` and
+//! `tests/golden/`, found through `CARGO_MANIFEST_DIR`; insta keeps this binary's snapshots in
+//! `tests/suite/snapshots/`, named `suite__<module>__<name>.snap`.
+
+// Shared helpers.
+mod common;
+mod faults;
+
+// One module per former test binary.
+mod bad_input;
+mod cli_bench;
+mod cli_compare;
+mod cli_data;
+mod cli_gc;
+mod cli_pipeline;
+mod cli_predict;
+mod cli_schema;
+mod cli_sweep;
+mod cli_validate;
+mod concurrency;
+mod crash_injection;
+mod data_idx;
+mod data_images;
+mod data_loader;
+mod data_pack;
+mod data_scan;
+mod fuzz_spec;
+mod metrics_report;
+mod model_blocks;
+mod model_cell;
+mod model_chunkwise;
+mod model_fused;
+mod model_golden;
+mod model_init;
+mod model_params;
+mod report_plots;
+mod slurm_launcher;
+mod train_quickstart;
+mod train_resume;
+mod train_spec;
+mod train_steps;
+mod write_failures;

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests that drive the real `vilab` binary: a scratch
 //! workspace (temporary folder with a copy of the data), a hermetic way to spawn the binary,
 //! a fingerprint of a folder tree (contents and modification times), `run.json` readers, and
-//! text redaction for snapshots.
+//! text redaction for snapshots; and the lock on burn's process-wide RNG for the tests that
+//! build models in this process.
 //!
 //! Every test gets its own temporary folder, so tests run in parallel without sharing a cache.
 
@@ -11,6 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::Value;
+
+/// Serialises the use of burn's process-wide backend RNG, which every test module of this
+/// binary shares (they run as threads of one process): `Backend::seed` and every draw —
+/// `Tensor::random`, parameter initialisation (lazy: drawn when a parameter is first used),
+/// stochastic depth. A test that seeds must hold it from the seed to its last draw, and a test
+/// that draws without seeding must hold it while it draws, or its draws would land in the middle
+/// of a seeded sequence. It is the library's own lock, which `batch_gradients` and training take
+/// for their forward passes: never call those while holding it (it is not re-entrant).
+pub use vilab::train::parallel::backend_rng_lock;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_vilab");

@@ -3,9 +3,11 @@
 //! Each module below was a test binary of its own (`tests/<module>.rs`); its tests are now named
 //! `<module>::<test>`, so `cargo test --release --test suite crash_injection::` runs one of them.
 //!
-//! The modules run as threads of one process. Test fixtures stay in `tests/fixtures/` and
-//! `tests/golden/`, found through `CARGO_MANIFEST_DIR`; insta keeps this binary's snapshots in
-//! `tests/suite/snapshots/`, named `suite__<module>__<name>.snap`.
+//! The modules run as threads of one process. Most tests spawn the real `vilab` binary in their
+//! own temporary folder and share nothing; the ones that use burn's process-wide RNG in this
+//! process hold [`common::backend_rng_lock`] while they seed and draw. Test fixtures stay in
+//! `tests/fixtures/` and `tests/golden/`, found through `CARGO_MANIFEST_DIR`; insta keeps this
+//! binary's snapshots in `tests/suite/snapshots/`.
 
 // Shared helpers.
 mod common;

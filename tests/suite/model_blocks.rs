@@ -11,6 +11,8 @@ use burn::tensor::{Distribution, ElementConversion, Tensor};
 use vilab::model::layers::{drop_path, silu};
 use vilab::model::{BlockLayout, ConvKind, Direction, Pooling, ViLBlock, VilConfig};
 
+use crate::common::backend_rng_lock;
+
 type Backend = NdArray<f32>;
 type Training = Autodiff<Backend>;
 
@@ -38,6 +40,9 @@ fn outputs_before_and_after_change(
     direction: Direction,
     changed: usize,
 ) -> [Tensor<Backend, 3>; 2] {
+    // The test binary's other tests share burn's global RNG: hold it from the seed until the
+    // forward passes are done (the block's parameters are drawn when first used).
+    let _rng = backend_rng_lock();
     let device = Default::default();
     Backend::seed(&device, 7);
     let block = ViLBlock::<Backend>::new(&block_config(), direction, &device);
@@ -75,6 +80,8 @@ fn reversed_block_is_causal_from_the_other_end() {
 
 #[test]
 fn drop_path_drops_whole_samples_only_while_training() {
+    // drop_path draws from burn's global RNG, which seeded tests running alongside rely on.
+    let _rng = backend_rng_lock();
     let device = Default::default();
     let batch = 8;
     let branch_of_ones = |input: Tensor<Training, 3>| input * 0.0 + 1.0;
@@ -159,6 +166,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradientSizes<'_, B> {
 }
 
 fn assert_every_parameter_gets_a_gradient(config: VilConfig) {
+    // Held from the seed to the backward pass: no other test may draw in between.
+    let _rng = backend_rng_lock();
     let device = Default::default();
     Training::seed(&device, 3);
     let model = config.init::<Training>(&device);

@@ -14,6 +14,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend as BackendTrait};
 use burn::tensor::{Distribution, Tensor};
 use vilab::model::{BlockLayout, ConvKind, Direction, Kernels, Pooling, ViLLayer, VilConfig};
 
+use crate::common::backend_rng_lock;
+
 type Backend = NdArray<f32>;
 type Training = Autodiff<Backend>;
 
@@ -205,6 +207,9 @@ fn perturbed_layer(
 
 #[test]
 fn fused_core_matches_the_generic_layer_in_values_and_gradients() {
+    // Every case seeds burn's global RNG and draws from it; the lock keeps the other tests of
+    // this binary from drawing in between.
+    let _rng = backend_rng_lock();
     let device = Default::default();
     let mut report = Vec::new();
     for (name, case) in cases() {
@@ -251,6 +256,8 @@ fn fused_core_matches_the_generic_layer_in_values_and_gradients() {
 
 #[test]
 fn fused_inference_matches_training_forward() {
+    // Seeds and draws: see the first test.
+    let _rng = backend_rng_lock();
     let device = Default::default();
     Training::seed(&device, 5);
     let config = VilConfig::new(16, 2).with_patch_size(4).with_image_size(16);
@@ -273,6 +280,8 @@ fn fused_inference_matches_training_forward() {
 
 #[test]
 fn fused_gradients_are_the_same_bits_for_any_thread_count() {
+    // Seeds and draws: see the first test.
+    let _rng = backend_rng_lock();
     let device = Default::default();
     Training::seed(&device, 3);
     let config = VilConfig::new(16, 2).with_patch_size(4).with_image_size(16);

@@ -9,10 +9,15 @@ use burn::backend::NdArray;
 use burn::store::ModuleSnapshot;
 use vilab::model::preset;
 
+use crate::common::backend_rng_lock;
+
 type Backend = NdArray<f32>;
 
 /// Every parameter of a preset by official name (PyTorch names, burn layouts).
 fn parameters(name: &str) -> BTreeMap<String, Vec<f32>> {
+    // Initialisation draws from burn's global RNG, which seeded tests of this binary rely on;
+    // the values are drawn when collected below, so the lock is held until then.
+    let _rng = backend_rng_lock();
     let model = preset(name)
         .expect("preset exists")
         .init::<Backend>(&Default::default());

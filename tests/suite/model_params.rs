@@ -6,6 +6,8 @@ use burn::backend::NdArray;
 use burn::module::Module;
 use vilab::model::{BlockLayout, ConvKind, PRESET_NAMES, Pooling, VilConfig, preset};
 
+use crate::common::backend_rng_lock;
+
 type Backend = NdArray<f32>;
 
 fn named(name: &str) -> VilConfig {
@@ -13,6 +15,8 @@ fn named(name: &str) -> VilConfig {
 }
 
 fn built_count(config: &VilConfig) -> u64 {
+    // Building may draw from burn's global RNG, which seeded tests of this binary rely on.
+    let _rng = backend_rng_lock();
     config.init::<Backend>(&Default::default()).num_params() as u64
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on this machine, for trying `vilab run --launcher slurm` and for the
-# tests in tests/slurm_launcher.rs.
+# tests in tests/suite/slurm_launcher.rs.
 #
 #   scripts/slurm-localhost.sh          install (Debian's slurm-wlm and munge) when missing,
 #                                       configure, start munged, slurmctld and slurmd, and wait

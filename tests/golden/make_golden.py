@@ -1,4 +1,4 @@
-"""Golden fixtures for tests/model_golden.rs: tiny ViL v1 and v2 models in PyTorch.
+"""Golden fixtures for tests/suite/model_golden.rs: tiny ViL v1 and v2 models in PyTorch.
 
 Run by hand (not in CI), on the CPU, from the repository root:
 

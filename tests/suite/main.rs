@@ -9,9 +9,15 @@
 //! `tests/fixtures/` and `tests/golden/`, found through `CARGO_MANIFEST_DIR`; insta keeps this
 //! binary's snapshots in `tests/suite/snapshots/`.
 
+// Tests stop at the first broken expectation; the no-unwrap rule is for the library.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 // Shared helpers.
 mod common;
 mod faults;
+
+// The layering of src/ (ARCHITECTURE.md).
+mod architecture;
 
 // One module per former test binary.
 mod bad_input;

@@ -11,7 +11,7 @@
 //! The arithmetic follows the generic burn version in `mlstm.rs`/`layers.rs`/`block.rs` operation
 //! by operation (same stabiliser, same TwoSum rounding term, same capped SiLU, the gradient of
 //! `max` going to the first maximal element), so both agree to float rounding; the tests in
-//! `tests/model_fused.rs` hold them to that.
+//! `tests/suite/model_fused.rs` hold them to that.
 //!
 //! Token order: a layer that reads the sequence from the bottom right flips it before and after
 //! (`block.rs`). Everything here works on the *logical* sequence and maps logical token `t` to

@@ -7,8 +7,6 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use super::sweep::{Sweep, SweepError, SweepFile, SweepTrial, TrialState};
 use crate::metrics::MetricName;
 use crate::pipeline::layout::{SUMMARY_CSV, SUMMARY_MD, SUMMARY_PLOT};
@@ -37,6 +35,22 @@ fn heading(metric: MetricName) -> &'static str {
 struct Row<'a> {
     trial: &'a SweepTrial,
     metrics: Option<RunMetrics>,
+}
+
+impl Row<'_> {
+    /// The trial's id, its state and its value of each varied path.
+    fn leading_cells(&self, varied: &[String]) -> Vec<String> {
+        let status = &self.trial.status;
+        let mut cells = vec![status.id.clone(), status.state.as_str().to_owned()];
+        cells.extend(varied.iter().map(|path| {
+            status
+                .overrides
+                .get(path)
+                .map(show_value)
+                .unwrap_or_default()
+        }));
+        cells
+    }
 }
 
 /// The ranking metric and a note when `evaluate.metric` names none vilab knows.
@@ -84,8 +98,6 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
         (None, None) => std::cmp::Ordering::Equal,
     });
     let varied = &sweep_file.varied;
-    let cell = |value: Option<&Value>| value.map(show_value).unwrap_or_default();
-
     let mut writer = csv::Writer::from_writer(Vec::new());
     let csv_error = |error: csv::Error| {
         std::io::Error::other(format!(
@@ -99,16 +111,8 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     header.extend(["seconds", "run", "error"]);
     writer.write_record(&header).map_err(csv_error)?;
     for (rank, row) in rows.iter().enumerate() {
-        let mut record = vec![
-            (rank + 1).to_string(),
-            row.trial.status.id.clone(),
-            row.trial.status.state.as_str().to_owned(),
-        ];
-        record.extend(
-            varied
-                .iter()
-                .map(|path| cell(row.trial.status.overrides.get(path))),
-        );
+        let mut record = vec![(rank + 1).to_string()];
+        record.extend(row.leading_cells(varied));
         for column in COLUMNS {
             record.push(
                 row.metrics
@@ -161,15 +165,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
     let _ = writeln!(markdown, "| {} |", headings.join(" | "));
     let _ = writeln!(markdown, "|{}", "---|".repeat(headings.len()));
     for row in &rows {
-        let mut cells = vec![
-            row.trial.status.id.clone(),
-            row.trial.status.state.as_str().to_owned(),
-        ];
-        cells.extend(
-            varied
-                .iter()
-                .map(|path| cell(row.trial.status.overrides.get(path))),
-        );
+        let mut cells = row.leading_cells(varied);
         for column in COLUMNS {
             cells.push(match &row.metrics {
                 Some(metrics) => format_value(metrics.value(column), column.decimals()),

@@ -1,6 +1,6 @@
 //! The per-epoch training history: `history.csv` as the train stage writes it (and updates in
 //! checkpoints), as `report` plots and compares it, and as `train/metrics.json` quotes its best
-//! and final rows.
+//! and final rows (without timings).
 
 use std::path::{Path, PathBuf};
 
@@ -40,8 +40,37 @@ pub struct HistoryRow {
     pub ema_val_loss: Option<f64>,
     pub ema_val_acc1: Option<f64>,
     pub ema_val_acc5: Option<f64>,
+    #[serde(default)]
     pub epoch_seconds: f64,
+    #[serde(default)]
     pub train_images_per_second: f64,
+}
+
+/// A history row without its timings, as `train/metrics.json` quotes the best and the final
+/// epoch: timings differ between otherwise identical runs (a resumed one included), and the
+/// file must not. Reads back with the timings at 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithoutTimings(pub HistoryRow);
+
+/// The columns of [`HistoryRow`] that are timings.
+const TIMING_COLUMNS: [&str; 2] = ["epoch_seconds", "train_images_per_second"];
+
+impl Serialize for WithoutTimings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_json::to_value(&self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(fields) = value.as_object_mut() {
+            for column in TIMING_COLUMNS {
+                fields.remove(column);
+            }
+        }
+        value.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for WithoutTimings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        HistoryRow::deserialize(deserializer).map(Self)
+    }
 }
 
 /// The header of `history.csv`, in column order; it matches [`HistoryRow`]'s fields.
@@ -87,4 +116,49 @@ pub fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), HistoryErro
     }
     writer.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_rows_leave_the_timings_out_and_keep_the_column_order() {
+        let row = HistoryRow {
+            epoch: 3,
+            lr: 0.5,
+            train_loss: 1.0,
+            train_acc1: 50.0,
+            val_loss: 1.5,
+            val_acc1: 40.0,
+            val_acc5: 90.0,
+            ema_val_loss: None,
+            ema_val_acc1: Some(41.0),
+            ema_val_acc5: None,
+            epoch_seconds: 7.25,
+            train_images_per_second: 99.0,
+        };
+        let text = serde_json::to_string(&WithoutTimings(row.clone())).unwrap();
+        let keys: Vec<&str> = HISTORY_HEADER[..10].to_vec();
+        let expected = format!(
+            "{{{}}}",
+            keys.iter()
+                .zip([
+                    "3", "0.5", "1.0", "50.0", "1.5", "40.0", "90.0", "null", "41.0", "null"
+                ])
+                .map(|(key, value)| format!("\"{key}\":{value}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(text, expected);
+        let back: WithoutTimings = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            back.0,
+            HistoryRow {
+                epoch_seconds: 0.0,
+                train_images_per_second: 0.0,
+                ..row
+            }
+        );
+    }
 }

@@ -20,7 +20,8 @@ pub mod scores;
 
 pub use accuracy::{accuracy_percent, label_ranks, topk_correct};
 pub use history::{
-    HISTORY_FILE, HISTORY_HEADER, HistoryError, HistoryRow, read_history, write_history,
+    HISTORY_FILE, HISTORY_HEADER, HistoryError, HistoryRow, WithoutTimings, read_history,
+    write_history,
 };
 pub use meters::AverageMeter;
 pub use names::MetricName;

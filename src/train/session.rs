@@ -21,7 +21,9 @@ use super::params::{ParamLayout, flatten_params, materialize, with_params};
 use super::precision::{LossScaler, Precision, cast_params};
 use super::spec::SelectMetric;
 use super::trainer::{TrainError, TrainJob, derive_seed, update_step};
-use crate::metrics::{HISTORY_FILE, HistoryRow, METRICS_FILE, read_history, write_history};
+use crate::metrics::{
+    HISTORY_FILE, HistoryRow, METRICS_FILE, WithoutTimings, read_history, write_history,
+};
 use crate::model::{VisionLstm, load_pretrained};
 use crate::progress::Reporter;
 
@@ -72,10 +74,10 @@ pub struct MetricsFile {
     /// 1-based epoch of `best/`.
     pub best_epoch: u32,
     /// Metrics of the best epoch (absent after 0 epochs).
-    pub best: Option<HistoryRow>,
+    pub best: Option<WithoutTimings>,
     /// Metrics of the last epoch (absent after 0 epochs).
     #[serde(rename = "final")]
-    pub last: Option<HistoryRow>,
+    pub last: Option<WithoutTimings>,
     /// Optimiser updates applied.
     pub optimizer_steps: u64,
     /// Steps skipped for f16 overflow.
@@ -350,8 +352,8 @@ impl<B: AutodiffBackend> Session<B> {
             weights: weights.to_owned(),
             epochs: job.spec.epochs,
             best_epoch: best_row.map_or(0, |row| row.epoch),
-            best: best_row.cloned(),
-            last: last_row.cloned(),
+            best: best_row.cloned().map(WithoutTimings),
+            last: last_row.cloned().map(WithoutTimings),
             optimizer_steps: self.optimizer.steps(),
             skipped_steps: self.scaler.map_or(0, |scaler| scaler.skipped_steps),
             train_acc1_note: "train_acc1 compares outputs on augmented (mixed) inputs with the \

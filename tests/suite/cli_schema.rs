@@ -88,6 +88,26 @@ fn every_experiment_points_at_the_schema_and_validates() {
                 arguments.push(format!("{field}={folder}"));
             }
         }
+        // A GPU experiment on a CPU-only binary is a usage error naming `backend` and the
+        // cargo feature, as `run` and `bench` say it; moved to the CPU in f32 (as such a file's
+        // own comment says to run it here) the rest of the file must validate.
+        let needs_cuda = text.lines().any(|line| line.trim() == "backend: cuda");
+        if needs_cuda && !cfg!(feature = "cuda") {
+            let as_written: Vec<&str> = arguments.iter().map(String::as_str).collect();
+            let output = run_vilab(&repo_root(), &as_written);
+            assert_eq!(output.code, 2, "{}: {}", file.display(), output.stderr);
+            assert!(
+                output.stderr.contains("backend: cuda")
+                    && output.stderr.contains("--features cuda"),
+                "{}: {}",
+                file.display(),
+                output.stderr
+            );
+            for set in ["backend=cpu", "train.precision=f32"] {
+                arguments.push("--set".to_owned());
+                arguments.push(set.to_owned());
+            }
+        }
         let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
         let output = run_vilab(&repo_root(), &arguments);
         assert_eq!(

@@ -16,7 +16,7 @@ use super::usage;
 use crate::pipeline::layout::{SPEC_FILE, SWEEP_FILE};
 use crate::report::compare::plots::write_compare_curves;
 use crate::report::compare::{RunResults, compare};
-use crate::runner::sweep::{SweepFile, TrialState};
+use crate::runner::sweep::SweepFile;
 
 /// Output formats of `vilab compare`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,15 +67,9 @@ fn expand(argument: &Path) -> anyhow::Result<Vec<Named>> {
         let sweep: SweepFile = serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: not a sweep file", sweep_file.display()))?;
         let runs: Vec<Named> = sweep
-            .trials
-            .iter()
-            .filter(|trial| trial.status.state == TrialState::Done)
-            .filter_map(|trial| {
-                trial.run.as_ref().map(|run| Named {
-                    folder: argument.join(run),
-                    label: trial.status.id.clone(),
-                })
-            })
+            .finished_runs(argument)
+            .into_iter()
+            .map(|(folder, label)| Named { folder, label })
             .collect();
         if runs.is_empty() {
             bail!(

@@ -12,12 +12,9 @@ use clap::Args;
 
 use super::{EXIT_FAILURE, EXIT_OK, ExperimentArgs, shown_path};
 use crate::launcher::queue::TaskStatus;
-use crate::pipeline::cache::Cache;
-use crate::pipeline::layout::previous_keys;
-use crate::pipeline::plan::{StageStatus, build_plan, stage_statuses};
-use crate::runner::sweep::{Sweep, TrialPlan, TrialState};
+use crate::pipeline::plan::{StageStatus, plan_with_statuses};
+use crate::runner::sweep::{Sweep, TrialState, TrialView};
 use crate::spec::LoadedSpec;
-use crate::spec::sweep::Trial;
 
 /// Arguments of `vilab plan` and `vilab status`.
 #[derive(Debug, Args)]
@@ -26,63 +23,24 @@ pub struct PlanArgs {
     pub experiment: ExperimentArgs,
 }
 
-fn statuses(
-    args: &PlanArgs,
-    spec: &LoadedSpec,
-) -> anyhow::Result<(crate::pipeline::plan::Plan, Vec<StageStatus>)> {
-    let plan = build_plan(spec, args.experiment.plan_options())?;
-    let cache = Cache::new(&args.experiment.out);
-    let previous = previous_keys(&args.experiment.out, spec);
-    let statuses = stage_statuses(&plan, &cache, &previous);
-    Ok((plan, statuses))
-}
-
-/// One trial of a sweep as plan and status show it.
-struct TrialRow {
-    trial: Trial,
-    planned: TrialPlan,
-    state: TrialState,
-    /// The error of its last attempt, when it failed.
-    error: Option<String>,
-}
-
-/// Every trial of a sweep with its plan and its state: done when complete on disk, otherwise
-/// what its record says (failed, running) or pending.
-fn trial_states(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<(Sweep, Vec<TrialRow>)> {
+/// The sweep of `spec` and its trials' views.
+fn trial_views(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<(Sweep, Vec<TrialView>)> {
     let sweep = Sweep::new(spec, &args.experiment.sets, &args.experiment.out)?;
-    let mut rows = Vec::new();
-    for trial in &sweep.trials {
-        let planned = sweep.plan_trial(trial, &[], args.experiment.plan_options())?;
-        let (recorded, record) = sweep.recorded_state(trial);
-        let state = match recorded {
-            _ if planned.complete => TrialState::Done,
-            TrialState::Done => TrialState::Pending,
-            other => other,
-        };
-        let error = record
-            .and_then(|record| record.status.error)
-            .filter(|_| state == TrialState::Failed);
-        rows.push(TrialRow {
-            trial: trial.clone(),
-            planned,
-            state,
-            error,
-        });
-    }
-    Ok((sweep, rows))
+    let views = sweep.trial_views(args.experiment.plan_options())?;
+    Ok((sweep, views))
 }
 
 /// `vilab plan`: a table of stages, keys and states, in execution order.
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
     let spec = args.experiment.load()?;
     if spec.spec.sweep.is_some() {
-        let (sweep, rows) = trial_states(args, spec)?;
+        let (sweep, rows) = trial_views(args, spec)?;
         println!(
             "sweep {} ({} trials)",
             shown_path(&sweep.dir),
             sweep.trials.len()
         );
-        for TrialRow {
+        for TrialView {
             trial,
             planned,
             state,
@@ -100,7 +58,8 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
         }
         return Ok(EXIT_OK);
     }
-    let (plan, statuses) = statuses(args, &spec)?;
+    let (plan, statuses) =
+        plan_with_statuses(&spec, &args.experiment.out, args.experiment.plan_options())?;
     print_stage_table(&plan, &statuses);
     println!("run id   {}", plan.run_id);
     Ok(EXIT_OK)
@@ -120,7 +79,8 @@ pub fn status(args: &PlanArgs) -> anyhow::Result<u8> {
     if spec.spec.sweep.is_some() {
         return sweep_status(args, spec);
     }
-    let (plan, statuses) = statuses(args, &spec)?;
+    let (plan, statuses) =
+        plan_with_statuses(&spec, &args.experiment.out, args.experiment.plan_options())?;
     for (stage, status) in plan.stages.iter().zip(&statuses) {
         println!("{}: {status}", stage.kind.name());
     }
@@ -129,7 +89,7 @@ pub fn status(args: &PlanArgs) -> anyhow::Result<u8> {
 }
 
 fn sweep_status(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<u8> {
-    let (sweep, rows) = trial_states(args, spec)?;
+    let (sweep, rows) = trial_views(args, spec)?;
     let count = |wanted: TrialState| rows.iter().filter(|row| row.state == wanted).count();
     println!(
         "sweep {}: {} trials — {} done, {} failed, {} running, {} pending",
@@ -157,7 +117,7 @@ fn sweep_status(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<u8> {
             tasks.len()
         );
     }
-    for TrialRow {
+    for TrialView {
         trial,
         planned,
         state,

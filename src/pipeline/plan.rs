@@ -13,6 +13,7 @@ use super::cache::{Cache, EntryState};
 use super::fingerprint::{
     FileRecord, Fingerprint, StoredFingerprint, digest_files, dirty_reason, spec_slice,
 };
+use super::layout::previous_keys;
 use super::stage::StageKind;
 use crate::data::DataError;
 use crate::data::scan::{FolderScan, scan_image_folder};
@@ -275,6 +276,18 @@ impl std::fmt::Display for StageStatus {
 }
 
 /// The status of every planned stage, comparing against the previous run's keys when there
+/// The plan of `spec` and each stage's state in the cache under `out`, with why-stale reasons
+/// against the keys of the experiment's latest run there.
+pub fn plan_with_statuses(
+    spec: &LoadedSpec,
+    out: &Path,
+    options: PlanOptions,
+) -> Result<(Plan, Vec<StageStatus>), PlanError> {
+    let plan = build_plan(spec, options)?;
+    let statuses = stage_statuses(&plan, &Cache::new(out), &previous_keys(out, spec));
+    Ok((plan, statuses))
+}
+
 /// was one (`previous`: stage ⇒ key).
 pub fn stage_statuses(
     plan: &Plan,

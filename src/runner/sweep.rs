@@ -227,6 +227,20 @@ pub struct SweepFile {
     pub trials: Vec<SweepTrial>,
 }
 
+impl SweepFile {
+    /// The finished trials' run folders (relative to the sweep folder `dir`), with their ids.
+    pub fn finished_runs(&self, dir: &Path) -> Vec<(PathBuf, String)> {
+        self.trials
+            .iter()
+            .filter(|trial| trial.status.state == TrialState::Done)
+            .filter_map(|trial| {
+                let run = trial.run.as_ref()?;
+                Some((dir.join(run), trial.status.id.clone()))
+            })
+            .collect()
+    }
+}
+
 /// A sweep: the base spec, its trials, and its folder under an output root.
 #[derive(Debug, Clone)]
 pub struct Sweep {
@@ -386,6 +400,31 @@ impl Sweep {
     }
 
     /// Plans a trial and tells whether all of it is cached with its run folder written; the
+    /// Every trial with its plan and its state: done when its run is complete on disk,
+    /// otherwise what its record says (failed, running) or pending.
+    pub fn trial_views(&self, options: PlanOptions) -> Result<Vec<TrialView>, SweepError> {
+        let mut views = Vec::new();
+        for trial in &self.trials {
+            let planned = self.plan_trial(trial, &[], options)?;
+            let (recorded, record) = self.recorded_state(trial);
+            let state = match recorded {
+                _ if planned.complete => TrialState::Done,
+                TrialState::Done => TrialState::Pending,
+                other => other,
+            };
+            let error = record
+                .and_then(|record| record.status.error)
+                .filter(|_| state == TrialState::Failed);
+            views.push(TrialView {
+                trial: trial.clone(),
+                planned,
+                state,
+                error,
+            });
+        }
+        Ok(views)
+    }
+
     /// statuses say what is not (the reasons compare with the experiment's latest run).
     pub fn plan_trial(
         &self,
@@ -499,6 +538,19 @@ impl Sweep {
         drop(lock);
         Ok(file)
     }
+}
+
+/// One trial of a sweep as `vilab plan` and `vilab status` show it.
+#[derive(Debug, Clone)]
+pub struct TrialView {
+    /// The trial.
+    pub trial: Trial,
+    /// Its plan and stage statuses.
+    pub planned: TrialPlan,
+    /// Its state (see [`Sweep::trial_views`]).
+    pub state: TrialState,
+    /// The error of its last attempt, when it failed.
+    pub error: Option<String>,
 }
 
 /// A trial's plan and the state of each of its stages.

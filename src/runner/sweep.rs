@@ -22,10 +22,10 @@
 //!
 //! The unit of work is one trial, `vilab run FILE --trial ID`, which needs nothing from the
 //! process that started it: it writes its own record under `trials/` (holding the trial's lock
-//! while it runs) and refreshes `sweep.json` and the summary. The local runner ([`runner`])
-//! starts such processes, and a cluster scheduler can start them the same way. Each record is
-//! replaced atomically and `sweep.json` is rebuilt from the records under a sweep-wide lock, so
-//! concurrent trials never lose each other's updates.
+//! while it runs) and refreshes `sweep.json` and the summary. The local launcher
+//! (`launcher::local`) starts such processes, and a cluster scheduler can start them the same
+//! way. Each record is replaced atomically and `sweep.json` is rebuilt from the records under a
+//! sweep-wide lock, so concurrent trials never lose each other's updates.
 //!
 //! A trial's state is read from disk: `done` when its record says so and its run folder is
 //! there, `failed` with the error of its last attempt, `running` while a process holds its

@@ -33,9 +33,16 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code after an interruption (Ctrl-C, SIGTERM).
 pub use crate::interrupt::EXIT_INTERRUPTED;
 
+/// `vilab --version`: the version and the compute backends this binary was built with.
+#[cfg(feature = "cuda")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backends: cpu, cuda)");
+/// `vilab --version`: the version and the compute backends this binary was built with.
+#[cfg(not(feature = "cuda"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backends: cpu)");
+
 /// Declarative, cached Vision-LSTM experiments: one YAML file, one binary.
 #[derive(Debug, Parser)]
-#[command(name = "vilab", version, about, long_about = None, propagate_version = true)]
+#[command(name = "vilab", version = VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Print only results and errors (no progress).
     #[arg(short, long, global = true)]

@@ -79,3 +79,31 @@ fn unknown_model_is_a_one_line_usage_error() {
         lines[0]
     );
 }
+
+#[test]
+fn the_version_and_a_missing_backend_name_the_backends_the_binary_has() {
+    let workspace = Workspace::new();
+    let version = workspace.vilab(&["--version"]);
+    version.assert_code(0);
+    let backends = if cfg!(feature = "cuda") {
+        "cpu, cuda"
+    } else {
+        "cpu"
+    };
+    assert_eq!(
+        version.stdout,
+        format!(
+            "vilab {} (backends: {backends})\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    if !cfg!(feature = "cuda") {
+        let output = workspace.vilab(&["bench", "--model", "vil_micro", "--backend", "cuda"]);
+        output.assert_code(2);
+        assert_eq!(
+            output.stderr.trim(),
+            "error: backend: cuda needs a vilab built with `cargo build --release --features cuda` \
+             (this one has only the CPU backend)"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 mod bench;
 mod cancel;
 mod compare;
+mod completions;
 mod data;
 mod export;
 mod gc;
@@ -77,6 +78,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Print the experiment JSON Schema (draft-07) for editors.
     Schema(schema::SchemaArgs),
+    /// Print the tab-completion script of a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
     /// Data utilities.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -165,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gc(args) => gc::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Schema(args) => schema::run(&args),
+        Command::Completions(args) => completions::run(&args),
         Command::Data(command) => data::run(command, &reporter),
         Command::Model(command) => model::run(command),
         Command::Predict(args) => predict::run(&args, &reporter),

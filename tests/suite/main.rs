@@ -23,6 +23,7 @@ mod architecture;
 mod bad_input;
 mod cli_bench;
 mod cli_compare;
+mod cli_completions;
 mod cli_data;
 mod cli_gc;
 mod cli_pipeline;

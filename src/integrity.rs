@@ -58,19 +58,6 @@ pub enum IntegrityError {
     },
 }
 
-impl IntegrityError {
-    /// The file that failed.
-    pub fn path(&self) -> &Path {
-        match self {
-            Self::Missing { path }
-            | Self::Size { path, .. }
-            | Self::Changed { path }
-            | Self::Unreadable { path, .. }
-            | Self::Invalid { path, .. } => path,
-        }
-    }
-}
-
 /// JSON with object keys sorted at every level and no white space: a stable hash input.
 pub fn canonical_json(value: &Value) -> String {
     fn sorted(value: &Value) -> Value {

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::common::{self, Workspace, repo_root, small_experiment};
+use crate::common::{self, Workspace, cache_entry_folders, repo_root, small_experiment};
 
 /// Two classes, images per class: enough for a split with one validation image each.
 const CLASSES: [&str; 2] = ["Coat", "Trouser"];
@@ -277,30 +277,11 @@ fn output_files(root: &Path) -> BTreeMap<String, String> {
 
 /// Cache entries (`cache/<stage>-v<N>/<xx>/<key>/`) below `out` that have no `manifest.json`.
 fn entries_without_manifest(out: &Path) -> Vec<String> {
-    let mut incomplete = Vec::new();
-    let Ok(stages) = std::fs::read_dir(out.join("cache")) else {
-        return incomplete;
-    };
-    for stage in stages {
-        let stage = stage.expect("entry").path();
-        let name = stage
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        if !name.contains("-v") {
-            continue;
-        }
-        for prefix in std::fs::read_dir(&stage).expect("stage folder") {
-            for entry in std::fs::read_dir(prefix.expect("entry").path()).expect("prefix folder") {
-                let entry = entry.expect("entry").path();
-                if !entry.join("manifest.json").is_file() {
-                    incomplete.push(entry.display().to_string());
-                }
-            }
-        }
-    }
-    incomplete
+    cache_entry_folders(out)
+        .into_iter()
+        .filter(|entry| !entry.join("manifest.json").is_file())
+        .map(|entry| entry.display().to_string())
+        .collect()
 }
 
 /// Whether this process reads files whatever their mode (root, or CAP_DAC_OVERRIDE).

@@ -428,3 +428,29 @@ pub fn cache_entry_exists(out: &Path, stage: &str, key: &str) -> bool {
                 .exists()
         })
 }
+
+/// Every committed-looking cache entry folder below `out`: `cache/<stage>-v<N>/<xx>/<key>/`,
+/// in no particular order; none when there is no cache.
+pub fn cache_entry_folders(out: &Path) -> Vec<PathBuf> {
+    let mut folders = Vec::new();
+    let Ok(stages) = std::fs::read_dir(out.join("cache")) else {
+        return folders;
+    };
+    for stage in stages {
+        let stage = stage.expect("entry").path();
+        let name = stage
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if !name.contains("-v") {
+            continue;
+        }
+        for prefix in std::fs::read_dir(&stage).expect("stage folder") {
+            for entry in std::fs::read_dir(prefix.expect("entry").path()).expect("prefix folder") {
+                folders.push(entry.expect("entry").path());
+            }
+        }
+    }
+    folders
+}

@@ -18,7 +18,10 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::common::{self, BIN, Output, PROCESS_TIMEOUT, Workspace, small_experiment, spawn, wait};
+use crate::common::{
+    self, BIN, Output, PROCESS_TIMEOUT, Workspace, cache_entry_folders, small_experiment, spawn,
+    wait,
+};
 
 /// `sh` blocks: 512 KiB or 1 MiB. The packed training images of data1 (700 at 28×28×3, 1.6 MB)
 /// do not fit; the split and stats outputs (tens of KiB) do.
@@ -91,46 +94,31 @@ fn assert_survived(before: &BTreeMap<String, String>, after: &BTreeMap<String, S
 /// Panics unless every committed cache entry below `out` has a manifest that its files match
 /// (presence, size and blake3), and nothing is left in `cache/tmp/`.
 fn assert_cache_complete(out: &Path) {
-    let cache = out.join("cache");
     let mut entries = 0;
-    for stage in std::fs::read_dir(&cache).expect("cache folder") {
-        let stage = stage.expect("entry").path();
-        let name = stage
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        if !name.contains("-v") {
-            continue;
-        }
-        for prefix in std::fs::read_dir(&stage).expect("stage folder") {
-            for entry in std::fs::read_dir(prefix.expect("entry").path()).expect("prefix folder") {
-                let entry = entry.expect("entry").path();
-                entries += 1;
-                let manifest_path = entry.join("manifest.json");
-                let manifest: Value = serde_json::from_slice(
-                    &std::fs::read(&manifest_path)
-                        .unwrap_or_else(|error| panic!("{}: {error}", manifest_path.display())),
-                )
-                .expect("manifest is JSON");
-                for file in manifest["files"].as_array().expect("manifest files") {
-                    let path = entry.join(file["path"].as_str().expect("path"));
-                    let bytes = std::fs::read(&path)
-                        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-                    assert_eq!(
-                        bytes.len() as u64,
-                        file["len"].as_u64().expect("len"),
-                        "{} is truncated",
-                        path.display()
-                    );
-                    assert_eq!(
-                        blake3::hash(&bytes).to_hex().as_str(),
-                        file["blake3"].as_str().expect("blake3"),
-                        "{} does not match its manifest",
-                        path.display()
-                    );
-                }
-            }
+    for entry in cache_entry_folders(out) {
+        entries += 1;
+        let manifest_path = entry.join("manifest.json");
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(&manifest_path)
+                .unwrap_or_else(|error| panic!("{}: {error}", manifest_path.display())),
+        )
+        .expect("manifest is JSON");
+        for file in manifest["files"].as_array().expect("manifest files") {
+            let path = entry.join(file["path"].as_str().expect("path"));
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            assert_eq!(
+                bytes.len() as u64,
+                file["len"].as_u64().expect("len"),
+                "{} is truncated",
+                path.display()
+            );
+            assert_eq!(
+                blake3::hash(&bytes).to_hex().as_str(),
+                file["blake3"].as_str().expect("blake3"),
+                "{} does not match its manifest",
+                path.display()
+            );
         }
     }
     assert!(
@@ -138,7 +126,7 @@ fn assert_cache_complete(out: &Path) {
         "no cache entries at all below {}",
         out.display()
     );
-    let leftovers = common::entry_names(&cache.join("tmp"));
+    let leftovers = common::entry_names(&out.join("cache").join("tmp"));
     assert!(
         leftovers.is_empty(),
         "partial entries left under cache/tmp: {leftovers:?}"

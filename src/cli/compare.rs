@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use super::EXIT_OK;
 use super::usage;
 use crate::pipeline::layout::{SPEC_FILE, SWEEP_FILE};
+use crate::report::compare::page::compare_page;
 use crate::report::compare::plots::write_compare_curves;
 use crate::report::compare::{RunResults, compare};
 use crate::runner::sweep::SweepFile;
@@ -51,6 +52,10 @@ pub struct CompareArgs {
     /// it ends in .svg).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Also write the comparison as one self-contained HTML page (tables and curves inline,
+    /// each run linked to its report.html).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// A run to read: its folder and its label.
@@ -170,6 +175,16 @@ fn compare_runs(args: &CompareArgs) -> anyhow::Result<u8> {
     if let Some(path) = &args.plot {
         write_compare_curves(&runs, path)?;
         eprintln!("curves written to {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        let page_dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let page = compare_page(&comparison, &runs, page_dir)?;
+        crate::files::write_atomic(path, page.as_bytes())
+            .with_context(|| format!("{}: cannot write the page", path.display()))?;
+        eprintln!("page written to {}", path.display());
     }
     Ok(EXIT_OK)
 }

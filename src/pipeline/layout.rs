@@ -7,7 +7,13 @@
 //!                            computed or reused, seconds, and when, how fast and with what
 //!                            result this folder first computed it (kept across re-runs)
 //!     pending.json           while a run of this folder has not finished (or after it died):
-//!                            its stage keys, so `vilab gc` keeps what it needs to go on
+//!                            its stage keys, so `vilab gc` keeps what it needs to go on, the
+//!                            process running it and, once it stopped, why (failed/interrupted)
+//!     .run.lock              held (shared) by every process running this folder
+//!     live/                  while training runs: status.json (epoch, step, latest val ACC1,
+//!                            ETA), history.csv so far; kept after a failure, removed once done
+//!     report.html            one self-contained page of everything above (refreshed while
+//!                            training runs)
 //!     <stage> -> ../../cache/<stage>-v<N>/<kk>/<key>    one link per stage output
 //! <out>/<name>/latest -> <run-id>
 //! ```
@@ -23,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StageKind;
 use crate::spec::LoadedSpec;
+use crate::train::live::LiveStatus;
 
 pub use crate::inference::{EXPORTED_CONFIG, EXPORTED_WEIGHTS};
 pub use crate::metrics::{HISTORY_FILE, METRICS_FILE, REPORT_FILE};
@@ -35,6 +42,19 @@ pub const PENDING_FILE: &str = "pending.json";
 pub const RECORD_FILE: &str = "run.json";
 /// `spec.yaml`: the resolved spec of a run folder.
 pub const SPEC_FILE: &str = "spec.yaml";
+/// `report.html`: the run's page, or a sweep's or an output root's.
+pub const REPORT_HTML: &str = "report.html";
+/// A sweep folder's page.
+pub const SUMMARY_HTML: &str = "summary.html";
+/// The output root's page of every run (`vilab runs --html`).
+pub const INDEX_HTML: &str = "index.html";
+/// The lock every process running a folder holds shared; a reader that gets it exclusively
+/// knows nobody is running the folder.
+pub const RUN_LOCK: &str = ".run.lock";
+/// The folder of a running training's progress.
+pub const LIVE_DIR: &str = "live";
+/// The live status in [`LIVE_DIR`].
+pub const LIVE_STATUS: &str = "status.json";
 /// The link in an experiment's folder to its latest run folder.
 pub const LATEST: &str = "latest";
 /// A sweep folder's list of trials and their states.
@@ -78,6 +98,65 @@ impl RunDir {
     /// `pending.json`.
     pub fn pending(&self) -> PathBuf {
         self.path.join(PENDING_FILE)
+    }
+
+    /// `report.html`.
+    pub fn report_html(&self) -> PathBuf {
+        self.path.join(REPORT_HTML)
+    }
+
+    /// `.run.lock`.
+    pub fn lock(&self) -> PathBuf {
+        self.path.join(RUN_LOCK)
+    }
+
+    /// `live/`.
+    pub fn live(&self) -> PathBuf {
+        self.path.join(LIVE_DIR)
+    }
+
+    /// `live/status.json`.
+    pub fn live_status(&self) -> PathBuf {
+        self.live().join(LIVE_STATUS)
+    }
+
+    /// `live/history.csv`.
+    pub fn live_history(&self) -> PathBuf {
+        self.live().join(HISTORY_FILE)
+    }
+
+    /// The live status of the folder's training, if it has one and it is readable.
+    pub fn read_live_status(&self) -> Option<LiveStatus> {
+        let bytes = std::fs::read(self.live_status()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// `pending.json`, if it is there and readable.
+    pub fn read_pending(&self) -> Option<PendingRun> {
+        let bytes = std::fs::read(self.pending()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Whether a process is running this folder now (it holds `.run.lock`).
+    pub fn is_running(&self) -> bool {
+        let Ok(file) = std::fs::File::open(self.lock()) else {
+            return false;
+        };
+        matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+    }
+
+    /// What the folder's latest invocation is doing or did, read from its files and lock.
+    pub fn state(&self) -> Option<RunState> {
+        match self.read_pending() {
+            Some(_) if self.is_running() => Some(RunState::Running),
+            Some(PendingRun {
+                failure: Some(failure),
+                ..
+            }) if !failure.interrupted => Some(RunState::Failed),
+            Some(_) => Some(RunState::Interrupted),
+            None if self.pending().exists() && self.is_running() => Some(RunState::Running),
+            None => self.record().is_file().then_some(RunState::Done),
+        }
     }
 
     /// The link to a stage's output.
@@ -301,6 +380,45 @@ impl RunRecord {
     }
 }
 
+/// Where a run folder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Every stage finished (`run.json`, no `pending.json`).
+    Done,
+    /// A process holds the folder's lock.
+    Running,
+    /// A stage failed; `pending.json` says which and why.
+    Failed,
+    /// Stopped by Ctrl-C, SIGTERM or a kill before finishing; running it again resumes.
+    Interrupted,
+}
+
+impl RunState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Done => "done",
+            RunState::Running => "running",
+            RunState::Failed => "failed",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Why an invocation stopped early, kept in `pending.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFailure {
+    /// The stage that stopped.
+    pub stage: StageKind,
+    /// The error, as printed.
+    pub error: String,
+    /// Stopped on request (Ctrl-C, SIGTERM) rather than by an error.
+    pub interrupted: bool,
+    /// When, RFC 3339.
+    pub at: String,
+}
+
 /// A stage and its key, as `pending.json` lists them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingStage {
@@ -317,6 +435,15 @@ pub struct PendingRun {
     pub started_at: String,
     /// Every stage of the plan, in execution order.
     pub stages: Vec<PendingStage>,
+    /// The process running the folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Why the invocation stopped, once it has (absent while it runs, and after a kill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RunFailure>,
 }
 
 /// The folder of an experiment's runs.

@@ -9,6 +9,7 @@
 //! Deltas are against a baseline run (the first unless chosen). Per-class F1 is compared on the
 //! classes all runs share; runs whose class sets differ get a note naming what was left out.
 
+pub mod page;
 pub mod plots;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -272,7 +273,7 @@ pub struct Comparison {
 }
 
 /// The leaves of a spec as dotted path ⇒ shown value, in document order; lists are leaves.
-fn flatten_spec(spec: &Value) -> Vec<(String, String)> {
+pub fn flatten_spec(spec: &Value) -> Vec<(String, String)> {
     fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
         match value {
             Value::Object(map) if !map.is_empty() => {

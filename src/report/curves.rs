@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::figure::{Figure, TickedAxis, decimals_for, write_figure};
+use super::figure::{Figure, TickedAxis, decimals_for, render_svg, write_figure};
 use super::font::FAMILY;
 use super::{ImageFormat, ReportError};
 use crate::metrics::HistoryRow;
@@ -67,6 +67,28 @@ pub fn write_curves(
         }
     }
     Ok(written)
+}
+
+/// The `loss`, `acc` and `lr` plots as SVG documents at `width`×`height`, for pages that
+/// inline them (`report.html`); `origin` is only named in errors.
+pub fn curves_svg(
+    history: &[HistoryRow],
+    origin: &Path,
+    (width, height): (u32, u32),
+) -> Result<Vec<(&'static str, String)>, ReportError> {
+    if history.is_empty() {
+        return Err(ReportError::EmptyHistory {
+            path: origin.to_path_buf(),
+        });
+    }
+    [
+        ("loss", loss_chart(history)),
+        ("acc", accuracy_chart(history)),
+        ("lr", learning_rate_chart(history)),
+    ]
+    .into_iter()
+    .map(|(stem, chart)| Ok((stem, render_svg(&chart, origin, (width, height))?)))
+    .collect()
 }
 
 /// How the value axis is bounded and labelled.

@@ -41,8 +41,21 @@ pub(crate) fn write_figure(
     figure: &impl Figure,
     path: &Path,
     format: ImageFormat,
-    (width, height): (u32, u32),
+    size: (u32, u32),
 ) -> Result<(), ReportError> {
+    let bytes = render_figure(figure, path, format, size)?;
+    fs_err::write(path, bytes)?;
+    Ok(())
+}
+
+/// Draws `figure` at `width`×`height` pixels into the bytes of a `format` file; `path` is only
+/// named in errors.
+pub(crate) fn render_figure(
+    figure: &impl Figure,
+    path: &Path,
+    format: ImageFormat,
+    (width, height): (u32, u32),
+) -> Result<Vec<u8>, ReportError> {
     if !font::ensure_registered() {
         return Err(ReportError::Font {
             path: path.to_path_buf(),
@@ -66,7 +79,7 @@ pub(crate) fn write_figure(
                     path: path.to_path_buf(),
                     source,
                 })?;
-            fs_err::write(path, encoded)?;
+            Ok(encoded)
         }
         ImageFormat::Svg => {
             let mut document = String::new();
@@ -78,10 +91,19 @@ pub(crate) fn write_figure(
                     .map_err(|error| draw_error(path, error))?;
                 root.present().map_err(|error| draw_error(path, error))?;
             }
-            fs_err::write(path, document)?;
+            Ok(document.into_bytes())
         }
     }
-    Ok(())
+}
+
+/// [`render_figure`] as an SVG document.
+pub(crate) fn render_svg(
+    figure: &impl Figure,
+    path: &Path,
+    size: (u32, u32),
+) -> Result<String, ReportError> {
+    let bytes = render_figure(figure, path, ImageFormat::Svg, size)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Digits after the point so that ticks about a tenth of `span` apart stay distinct.

@@ -9,6 +9,8 @@
 //!   learning-rate plots drawn from it.
 //! - [`confusion`]: the labelled confusion-matrix heat-map.
 //! - [`compare`]: several runs side by side (tables, overlaid curves, a sweep's summary plot).
+//! - [`html`]: self-contained HTML pages (no network, plots inline) and [`run_page`], a run
+//!   folder's `report.html`.
 
 pub mod compare;
 pub mod confusion;
@@ -16,6 +18,8 @@ pub mod curves;
 mod error;
 mod figure;
 mod font;
+pub mod html;
+pub mod run_page;
 
 pub use confusion::write_confusion_heatmap;
 pub use curves::write_curves;

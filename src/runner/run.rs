@@ -15,8 +15,8 @@ use crate::files::{
 use crate::pipeline::StageKind;
 use crate::pipeline::cache::{Cache, CacheError, EntryState};
 use crate::pipeline::layout::{
-    Computation, LATEST, PendingRun, PendingStage, RunDir, RunRecord, StageOutcome, StageRecord,
-    experiment_dir, read_record,
+    Computation, LATEST, PendingRun, PendingStage, RunDir, RunFailure, RunRecord, StageOutcome,
+    StageRecord, experiment_dir, read_record,
 };
 use crate::pipeline::plan::{Plan, PlanError, PlanOptions, build_plan};
 use crate::progress::Reporter;
@@ -77,7 +77,7 @@ pub fn run_experiment(
     fs_err::create_dir_all(&run_dir)?;
     remove_stale_temporaries(&run_dir);
     remove_stale_temporaries(&experiment_dir(&options.out, spec));
-    let pending = PendingRun {
+    let mut pending = PendingRun {
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         stages: plan
             .stages
@@ -87,9 +87,26 @@ pub fn run_experiment(
                 key: stage.key().to_owned(),
             })
             .collect(),
+        pid: Some(std::process::id()),
+        host: Some(host_name()),
+        failure: None,
     };
     let folder = RunDir::new(&run_dir);
+    // Held shared until this function returns: `vilab runs` and `vilab status` tell a running
+    // folder from one whose process died by trying to take it exclusively.
+    let run_lock = fs_err::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(folder.lock())?;
+    run_lock.file().lock_shared().map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("{}: cannot lock: {error}", folder.lock().display()),
+        )
+    })?;
     write_atomic(&folder.pending(), &json_bytes(&folder.pending(), &pending)?)?;
+    write_atomic(&folder.spec(), resolved_spec_text(spec)?.as_bytes())?;
     // What this folder's previous invocations computed, by stage key.
     let earlier: BTreeMap<String, Computation> = read_record(&run_dir)
         .map(|record| {
@@ -109,7 +126,8 @@ pub fn run_experiment(
         let _span = tracing::info_span!("stage", name = stage.kind.name()).entered();
         let stage_clock = Instant::now();
         let (state, summary) = loop {
-            let result = ensure_entry(spec, &plan, &cache, stage.kind, &outputs, reporter)?;
+            let result = ensure_entry(spec, &plan, &cache, stage.kind, &outputs, reporter, &folder)
+                .inspect_err(|error| record_failure(&folder, &mut pending, stage.kind, error))?;
             let guard = cache.lock_shared(stage.kind, stage.key())?;
             // Collected between the check and the lock: compute it again.
             if cache.state(stage.kind, stage.key()) == EntryState::Complete {
@@ -145,16 +163,6 @@ pub fn run_experiment(
             computed,
         });
     }
-    let mut spec_text = format!(
-        "# Resolved by vilab {} from {}: every layer merged, every default filled in.\n",
-        env!("CARGO_PKG_VERSION"),
-        spec.file.display()
-    );
-    spec_text.push_str(
-        &serde_yaml::to_string(&spec.resolved)
-            .map_err(|error| std::io::Error::other(format!("spec.yaml: {error}")))?,
-    );
-    write_atomic(&folder.spec(), spec_text.as_bytes())?;
     for stage in &plan.stages {
         let target = Path::new("../..")
             .join("cache")
@@ -180,12 +188,65 @@ pub fn run_experiment(
     write_atomic(&folder.record(), &json_bytes(&folder.record(), &record)?)?;
     // A concurrent run of the same folder may have removed it already.
     remove_file_if_present(&folder.pending())?;
+    // The live status served while training ran; `train/` has the final history now.
+    if folder.live().is_dir()
+        && let Err(error) = fs_err::remove_dir_all(folder.live())
+    {
+        tracing::warn!("{error}");
+    }
+    write_page(&folder);
     link_atomic(
         Path::new(&plan.run_id),
         &experiment_dir(&options.out, spec).join(LATEST),
     )?;
     drop(in_use);
     Ok(RunOutcome { run_dir, record })
+}
+
+/// The resolved spec as `spec.yaml` holds it.
+fn resolved_spec_text(spec: &LoadedSpec) -> std::io::Result<String> {
+    let mut text = format!(
+        "# Resolved by vilab {} from {}: every layer merged, every default filled in.\n",
+        env!("CARGO_PKG_VERSION"),
+        spec.file.display()
+    );
+    text.push_str(
+        &serde_yaml::to_string(&spec.resolved)
+            .map_err(|error| std::io::Error::other(format!("spec.yaml: {error}")))?,
+    );
+    Ok(text)
+}
+
+/// Notes in `pending.json` why the run stopped at `stage` and refreshes the run's page, so
+/// `vilab runs` can tell a failure from an interruption. Best effort: the error itself is
+/// what the caller reports.
+fn record_failure(folder: &RunDir, pending: &mut PendingRun, stage: StageKind, error: &RunError) {
+    let interrupted = matches!(
+        error,
+        RunError::Stage {
+            error: StageError::Train(crate::train::TrainError::Interrupted { .. }),
+            ..
+        }
+    );
+    pending.failure = Some(RunFailure {
+        stage,
+        error: error.to_string(),
+        interrupted,
+        at: crate::files::now_rfc3339(),
+    });
+    let written = json_bytes(&folder.pending(), &*pending)
+        .and_then(|bytes| write_atomic(&folder.pending(), &bytes));
+    if let Err(error) = written {
+        tracing::warn!("{error}");
+    }
+    write_page(folder);
+}
+
+/// Writes the run's `report.html`; a failure is a warning, never the run's failure.
+fn write_page(folder: &RunDir) {
+    if let Err(error) = crate::report::run_page::write_run_page(folder) {
+        tracing::warn!("report.html not written: {error}");
+    }
 }
 
 /// Makes sure the entry of `kind` exists: reuse it, or compute it under its lock.
@@ -196,6 +257,7 @@ fn ensure_entry(
     kind: StageKind,
     outputs: &BTreeMap<StageKind, PathBuf>,
     reporter: &Reporter,
+    folder: &RunDir,
 ) -> Result<(StageOutcome, String), RunError> {
     let stage = plan
         .stage(kind)
@@ -230,6 +292,7 @@ fn ensure_entry(
         upstream: outputs.clone(),
         reporter,
         work_dir: work_dir.clone(),
+        run_dir: folder.path().to_path_buf(),
     };
     let summary = run_stage(kind, &context, pending.dir())
         .map_err(|error| RunError::Stage { stage: kind, error })?;

@@ -9,9 +9,11 @@ use std::fmt::Write as _;
 
 use super::sweep::{Sweep, SweepError, SweepFile, SweepTrial, TrialState};
 use crate::metrics::MetricName;
-use crate::pipeline::layout::{SUMMARY_CSV, SUMMARY_MD, SUMMARY_PLOT};
-use crate::report::compare::plots::{ParameterPoints, write_summary_plot};
-use crate::report::compare::{RunMetrics, RunResults, format_value};
+use crate::pipeline::layout::{REPORT_HTML, SUMMARY_CSV, SUMMARY_HTML, SUMMARY_MD, SUMMARY_PLOT};
+use crate::report::compare::page::compare_sections;
+use crate::report::compare::plots::{ParameterPoints, summary_plot_svg, write_summary_plot};
+use crate::report::compare::{RunMetrics, RunResults, compare, format_value};
+use crate::report::html::{Page, markdown};
 use crate::spec::sweep::show_value;
 
 /// The metric columns, in order.
@@ -221,10 +223,11 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
                 .collect(),
         })
         .collect();
-    if parameters
+    let plotted = parameters
         .iter()
-        .any(|parameter| !parameter.points.is_empty())
-    {
+        .any(|parameter| !parameter.points.is_empty());
+    let table_markdown = markdown.clone();
+    if plotted {
         write_summary_plot(&parameters, metric.label(), &sweep.dir.join(SUMMARY_PLOT))?;
         let _ = writeln!(
             markdown,
@@ -233,5 +236,69 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
         );
     }
     crate::files::write_atomic(&sweep.dir.join(SUMMARY_MD), markdown.as_bytes())?;
+    let plot = if plotted {
+        Some(summary_plot_svg(
+            &parameters,
+            metric.label(),
+            &sweep.dir.join(SUMMARY_HTML),
+        )?)
+    } else {
+        None
+    };
+    let page = summary_page(sweep, sweep_file, &table_markdown, plot.as_deref(), metric)?;
+    crate::files::write_atomic(&sweep.dir.join(SUMMARY_HTML), page.as_bytes())?;
     Ok(())
+}
+
+/// `summary.html`: the summary table (each finished trial linked to its run's page), the
+/// metric against each varied parameter, and the finished trials compared side by side.
+fn summary_page(
+    sweep: &Sweep,
+    sweep_file: &SweepFile,
+    table_markdown: &str,
+    plot: Option<&str>,
+    metric: MetricName,
+) -> Result<String, SweepError> {
+    let mut page = Page::new(&format!(
+        "Sweep {} of {}",
+        sweep_file.sweep_id, sweep_file.name
+    ));
+    // The markdown's own `#` title is the page's heading already.
+    let mut body: String = table_markdown
+        .lines()
+        .skip_while(|line| line.starts_with("# ") || line.is_empty())
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for trial in &sweep_file.trials {
+        if let Some(run) = &trial.run {
+            body = body.replace(&format!("]({run})"), &format!("]({run}/{REPORT_HTML})"));
+        }
+    }
+    page.section("trials", "Trials");
+    page.raw(&markdown(&body));
+    if let Some(svg) = plot {
+        page.section("parameters", "Metric against each varied parameter");
+        page.svg_figure(svg, &format!("{} of every finished trial", metric.label()));
+    }
+    let finished: Vec<RunResults> = sweep_file
+        .finished_runs(&sweep.dir)
+        .into_iter()
+        .filter_map(|(folder, label)| RunResults::read(&folder, &label).ok())
+        .collect();
+    if finished.len() >= 2 {
+        let comparison = compare(&finished, 0, false);
+        page.raw(&compare_sections(&comparison, &finished, &sweep.dir)?);
+    }
+    Ok(page.finish(
+        &format!(
+            "{} trials, written {}",
+            sweep_file.trials.len(),
+            sweep_file.updated_at
+        ),
+        &[
+            ("trials", "Trials"),
+            ("parameters", "Parameters"),
+            ("curves", "Curves"),
+        ],
+    ))
 }

@@ -34,6 +34,9 @@ pub struct StageContext<'a> {
     /// A folder outside the cache entry that survives a crash, for resumable state
     /// (training checkpoints); removed once the entry is committed.
     pub work_dir: PathBuf,
+    /// The run folder this stage is computed for. Stages may show progress there (the train
+    /// stage's `live/`), never anything a stage key or a cache entry depends on.
+    pub run_dir: PathBuf,
 }
 
 impl StageContext<'_> {

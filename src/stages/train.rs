@@ -6,16 +6,26 @@
 //! `model.safetensors` + `config.json`). Resumable checkpoints are written to the context's
 //! work folder, which lives outside the cache's `tmp/` and so survives a crash; a later run
 //! with the same key resumes from it.
+//!
+//! While training runs, [`LiveFolder`] keeps the run folder's `live/` current — `status.json`
+//! (at most once a second, and after every epoch) and `history.csv` (after every epoch), each
+//! replaced atomically — and refreshes its `report.html` after every epoch, so a person can
+//! follow the run from another terminal (`vilab status`, `vilab runs`) or a browser. None of it
+//! is read back by training, so it cannot change a stage key or a resumed result.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::split::{SPLIT_FILE, SplitSummary};
 use super::stats::{STATS_FILE, StatsFile};
 use super::{StageContext, StageError, read_json};
 use crate::data::pack::PackedSplit;
+use crate::metrics::{HistoryRow, write_history};
 use crate::pipeline::StageKind;
+use crate::pipeline::layout::RunDir;
 use crate::spec::types::BackendKind;
+use crate::train::live::{LiveStatus, TrainObserver};
 use crate::train::{TrainJob, TrainSummary, run_training};
 
 /// Runs the stage.
@@ -55,6 +65,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
         work_dir: context.work_dir.clone(),
         out_dir: out.to_path_buf(),
         identity,
+        observer: Some(Arc::new(LiveFolder::new(&context.run_dir))),
     };
     let _graceful = crate::interrupt::graceful();
     let result = match spec.backend {
@@ -109,4 +120,66 @@ fn describe(summary: &TrainSummary, job: &TrainJob) -> String {
         summary.best_value,
         summary.best_epoch
     )
+}
+
+/// The train stage's observer: the run folder's `live/` status and history, and its page.
+#[derive(Debug)]
+struct LiveFolder {
+    run: RunDir,
+    last_write: Mutex<Option<Instant>>,
+}
+
+/// The least time between two step-time writes of `live/status.json`.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+impl LiveFolder {
+    fn new(run_dir: &Path) -> Self {
+        Self {
+            run: RunDir::new(run_dir),
+            last_write: Mutex::new(None),
+        }
+    }
+
+    fn write_status(&self, status: &LiveStatus) -> std::io::Result<()> {
+        fs_err::create_dir_all(self.run.live())?;
+        crate::files::write_json_atomic(&self.run.live_status(), status)
+    }
+
+    fn write_history(&self, history: &[HistoryRow]) -> Result<(), crate::metrics::HistoryError> {
+        let path = self.run.live_history();
+        let temporary = crate::files::temp_path(&path, "tmp");
+        write_history(&temporary, history)?;
+        fs_err::rename(&temporary, &path)?;
+        Ok(())
+    }
+}
+
+impl TrainObserver for LiveFolder {
+    fn step(&self, status: &LiveStatus) {
+        let Ok(mut last) = self.last_write.lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < STATUS_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(error) = self.write_status(status) {
+            tracing::warn!("live status not written: {error}");
+        }
+    }
+
+    fn epoch(&self, status: &LiveStatus, history: &[HistoryRow]) {
+        if let Err(error) = self.write_status(status) {
+            tracing::warn!("live status not written: {error}");
+        }
+        if let Err(error) = self.write_history(history) {
+            tracing::warn!("live history not written: {error}");
+        }
+        if let Err(error) = crate::report::run_page::write_run_page(&self.run) {
+            tracing::warn!("report.html not refreshed: {error}");
+        }
+        if let Ok(mut last) = self.last_write.lock() {
+            *last = Some(Instant::now());
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`trainer`]: the epoch loop and one optimiser update.
 //! - [`session`]: the state of a run: start or restore, steps, checkpoints, the stage outputs.
+//! - [`live`]: the progress a running training reports to an observer (the live status).
 //! - [`validation`]: loss and top-k accuracy of a set of weights on a split.
 //! - [`params`]: a model's parameters as one flat list, the form everything below works on.
 //! - [`optimizer`]: AdamW and SGD with PyTorch's update rules and a no-decay group.
@@ -17,6 +18,7 @@
 pub mod checkpoint;
 pub mod clipping;
 pub mod ema;
+pub mod live;
 pub mod loss;
 pub mod optimizer;
 pub mod parallel;

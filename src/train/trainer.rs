@@ -38,6 +38,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::checkpoint::{CheckpointError, latest_checkpoint};
 use super::clipping::{GradientClip, clip_by_global_norm, scalar, squared_norm};
+use super::live::{Pace, TrainObserver};
 use super::optimizer::Optimizer;
 use super::parallel::{BatchView, batch_gradients};
 use super::params::with_params;
@@ -89,6 +90,8 @@ pub struct TrainJob {
     pub out_dir: PathBuf,
     /// What identifies this training (the stage key); a checkpoint of another is not resumed.
     pub identity: String,
+    /// Told about progress after every step and epoch (the run folder's live status).
+    pub observer: Option<Arc<dyn TrainObserver>>,
 }
 
 /// Why training stopped without a result.
@@ -223,6 +226,11 @@ pub fn run_training<B: AutodiffBackend>(
     }
     let compute = job.spec.precision.half_dtype();
     let classes = job.classes.len();
+    let pace = Pace::new(
+        u64::from(session.epochs_done) * steps_per_epoch + session.progress.batches_done,
+        job.spec.epochs,
+        steps_per_epoch,
+    );
     while session.epochs_done < job.spec.epochs {
         let epoch_index = u64::from(session.epochs_done);
         let epoch = session.epochs_done + 1;
@@ -288,6 +296,15 @@ pub fn run_training<B: AutodiffBackend>(
                 percent(session.progress.correct, session.progress.samples),
                 session.progress.samples as f64 / session.progress.train_seconds.max(1e-9),
             ));
+            if let Some(observer) = &job.observer {
+                let meters = (
+                    Some(session.progress.loss_sum / session.progress.samples.max(1) as f64),
+                    Some(
+                        session.progress.samples as f64 / session.progress.train_seconds.max(1e-9),
+                    ),
+                );
+                observer.step(&pace.status(epoch, batch_index + 1, meters, &session.history));
+            }
             if crate::interrupt::requested() {
                 bar.finish_and_clear();
                 let checkpoint = session.save(job, global_step + 1)?;
@@ -338,6 +355,12 @@ pub fn run_training<B: AutodiffBackend>(
         session.finish_epoch(job, row.clone());
         let checkpoint_step = u64::from(epoch) * steps_per_epoch;
         let checkpoint = session.save(job, checkpoint_step)?;
+        // The observer first, so the run folder shows an epoch by the time its line is out.
+        if let Some(observer) = &job.observer {
+            let meters = (Some(row.train_loss), Some(row.train_images_per_second));
+            let status = pace.status(epoch, steps_per_epoch, meters, &session.history);
+            observer.epoch(&status, &session.history);
+        }
         reporter.stage("train", &epoch_line(job, &row));
         // An interrupt during validation or checkpointing is honoured here, at the epoch
         // boundary, rather than after the next epoch's first step (or never, after the last).

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::RunResults;
 use crate::metrics::HistoryRow;
-use crate::report::figure::{Figure, TickedAxis, decimals_for, write_figure};
+use crate::report::figure::{Figure, TickedAxis, decimals_for, render_svg, write_figure};
 use crate::report::font::FAMILY;
 use crate::report::{ImageFormat, ReportError};
 use crate::spec::sweep::show_value;
@@ -195,19 +195,31 @@ impl Figure for CompareFigure {
 /// Validation ACC1, training loss and validation loss of every run per epoch, side by side, in
 /// PNG (or SVG when `path` ends in `.svg`).
 pub fn write_compare_curves(runs: &[RunResults], path: &Path) -> Result<(), ReportError> {
+    let figure = compare_figure(runs, path)?;
+    write_figure(&figure, path, format_of(path), COMPARE_SIZE)
+}
+
+/// The overlaid curves of [`write_compare_curves`] as an SVG document, for pages that inline
+/// them; `origin` is only named in errors.
+pub fn compare_curves_svg(runs: &[RunResults], origin: &Path) -> Result<String, ReportError> {
+    render_svg(&compare_figure(runs, origin)?, origin, COMPARE_SIZE)
+}
+
+const COMPARE_SIZE: (u32, u32) = (1500, 480);
+
+fn compare_figure(runs: &[RunResults], path: &Path) -> Result<CompareFigure, ReportError> {
     if runs.iter().all(|run| run.history.is_empty()) {
         return Err(ReportError::EmptyHistory {
             path: path.to_path_buf(),
         });
     }
-    let figure = CompareFigure {
+    Ok(CompareFigure {
         panels: vec![
             CurvePanel::new("val ACC1 %", runs, |row| row.val_acc1),
             CurvePanel::new("train loss", runs, |row| row.train_loss),
             CurvePanel::new("val loss", runs, |row| row.val_loss),
         ],
-    };
-    write_figure(&figure, path, format_of(path), (1500, 480))
+    })
 }
 
 /// The trials' metric against the values of one varied parameter.
@@ -372,6 +384,26 @@ pub fn write_summary_plot(
     metric: &str,
     path: &Path,
 ) -> Result<(), ReportError> {
+    let (figure, size) = summary_figure(parameters, metric, path)?;
+    write_figure(&figure, path, format_of(path), size)
+}
+
+/// The plot of [`write_summary_plot`] as an SVG document, for pages that inline it; `origin`
+/// is only named in errors.
+pub fn summary_plot_svg(
+    parameters: &[ParameterPoints],
+    metric: &str,
+    origin: &Path,
+) -> Result<String, ReportError> {
+    let (figure, size) = summary_figure(parameters, metric, origin)?;
+    render_svg(&figure, origin, size)
+}
+
+fn summary_figure(
+    parameters: &[ParameterPoints],
+    metric: &str,
+    path: &Path,
+) -> Result<(SummaryFigure, (u32, u32)), ReportError> {
     let parameters: Vec<ParameterPoints> = parameters
         .iter()
         .map(|parameter| ParameterPoints {
@@ -395,7 +427,7 @@ pub fn write_summary_plot(
         parameters,
     };
     let size = (480 * figure.columns() as u32, 380 * figure.rows() as u32);
-    write_figure(&figure, path, format_of(path), size)
+    Ok((figure, size))
 }
 
 #[cfg(test)]

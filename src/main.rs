@@ -1,19 +1,39 @@
 //! The `vilab` binary: parse the command line, set up logging, run (`vilab::cli::main` prints
 //! errors and maps them to exit codes).
 
-use std::io::IsTerminal;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use vilab::cli::Cli;
+use vilab::progress::ColorChoice;
 
 fn main() -> ExitCode {
     ignore_file_size_signal();
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // clap colours its help and errors itself, so it needs the choice before parsing; on
+    // `auto` it checks the stream it writes to and honours NO_COLOR and TERM=dumb as we do.
+    let clap_color = match requested_color(&args) {
+        ColorChoice::Auto => clap::ColorChoice::Auto,
+        ColorChoice::Always => clap::ColorChoice::Always,
+        ColorChoice::Never => clap::ColorChoice::Never,
+    };
+    let parsed = Cli::command()
+        .color(clap_color)
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let mut cli = match parsed {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),
+    };
+    // Decided once, for every line on stderr: the log below and the progress reporter.
+    let color = cli.color.decide();
+    cli.color = if color {
+        ColorChoice::Always
+    } else {
+        ColorChoice::Never
     };
     let default_level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -27,11 +47,31 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(color)
         .without_time()
         .init();
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), color, "vilab starting");
     vilab::interrupt::install();
     ExitCode::from(vilab::cli::main(cli))
+}
+
+/// The `--color` value on the command line (the last one before `--`), `auto` when there is
+/// none or it is not one of the values (clap reports that once it parses).
+fn requested_color(args: &[OsString]) -> ColorChoice {
+    let mut choice = ColorChoice::Auto;
+    let mut args = args.iter().skip(1).map(|arg| arg.to_str());
+    while let Some(arg) = args.next() {
+        let value = match arg {
+            Some("--") => break,
+            Some("--color") => args.next().flatten(),
+            Some(other) => other.strip_prefix("--color="),
+            None => None,
+        };
+        if let Some(parsed) = value.and_then(|value| ColorChoice::from_str(value, false).ok()) {
+            choice = parsed;
+        }
+    }
+    choice
 }
 
 /// Prints a command-line mistake as one line (what is wrong, then the usage), exit code 2;

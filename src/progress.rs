@@ -1,12 +1,59 @@
-//! Progress display behind one small type: indicatif bars and spinners on a terminal, plain
-//! lines otherwise (CI logs, pipes), and nothing at all with `--quiet`.
+//! Progress display behind one small type: indicatif bars and spinners on a terminal when
+//! colour is on, plain lines otherwise (CI logs, pipes, `NO_COLOR`, `--color never`), and nothing
+//! at all with `--quiet`; and the one decision whether stderr gets colour and escape sequences
+//! at all ([`ColorChoice::decide`]).
 //!
 //! Everything goes to stderr; stdout is kept for results (the run folder's path, tables).
 
+use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// When stderr gets colour and terminal escape sequences (`--color`): log colours, progress
+/// bars and spinners (whose redraws move the cursor).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// When stderr is a terminal, `NO_COLOR` is unset or empty and `TERM` is not `dumb`.
+    #[default]
+    Auto,
+    /// Always, even on a pipe or with `NO_COLOR` set.
+    Always,
+    /// Never: plain lines without a single escape sequence.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether stderr gets colour and escape sequences: the choice, and for `auto` whether
+    /// stderr is a terminal, `NO_COLOR` and `TERM`.
+    pub fn decide(self) -> bool {
+        self.decide_with(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::env::var_os("TERM").as_deref(),
+        )
+    }
+
+    /// [`Self::decide`] for a given terminal and environment.
+    pub fn decide_with(
+        self,
+        terminal: bool,
+        no_color: Option<&OsStr>,
+        term: Option<&OsStr>,
+    ) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => {
+                // https://no-color.org: any non-empty value turns colour off.
+                let no_color = no_color.is_some_and(|value| !value.is_empty());
+                let dumb = term.is_some_and(|value| value == "dumb");
+                terminal && !no_color && !dumb
+            }
+        }
+    }
+}
 
 /// Shows what the runner is doing.
 #[derive(Debug, Clone)]
@@ -17,9 +64,10 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// A reporter for stderr: bars only when stderr is a terminal.
-    pub fn new(quiet: bool) -> Self {
-        let interactive = !quiet && std::io::stderr().is_terminal();
+    /// A reporter for stderr. `color` is the decision of [`ColorChoice::decide`]: bars and
+    /// spinners only when it is on and stderr is a terminal; plain lines otherwise.
+    pub fn new(quiet: bool, color: bool) -> Self {
+        let interactive = !quiet && color && std::io::stderr().is_terminal();
         let target = if interactive {
             ProgressDrawTarget::stderr()
         } else {
@@ -34,7 +82,7 @@ impl Reporter {
 
     /// A reporter that prints nothing.
     pub fn silent() -> Self {
-        Self::new(true)
+        Self::new(true, false)
     }
 
     /// Prints one line above any bars.
@@ -91,5 +139,31 @@ impl Reporter {
         spinner.set_message(what.to_owned());
         spinner.enable_steady_tick(Duration::from_millis(120));
         spinner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::ColorChoice;
+
+    #[test]
+    fn auto_colours_only_a_terminal_without_no_color_or_a_dumb_term() {
+        let xterm = Some(OsStr::new("xterm-256color"));
+        assert!(ColorChoice::Auto.decide_with(true, None, xterm));
+        assert!(ColorChoice::Auto.decide_with(true, None, None));
+        assert!(ColorChoice::Auto.decide_with(true, Some(OsStr::new("")), xterm));
+        assert!(!ColorChoice::Auto.decide_with(false, None, xterm));
+        assert!(!ColorChoice::Auto.decide_with(true, Some(OsStr::new("1")), xterm));
+        assert!(!ColorChoice::Auto.decide_with(true, Some(OsStr::new("0")), xterm));
+        assert!(!ColorChoice::Auto.decide_with(true, None, Some(OsStr::new("dumb"))));
+    }
+
+    #[test]
+    fn always_and_never_ignore_the_environment() {
+        let no_color = Some(OsStr::new("1"));
+        assert!(ColorChoice::Always.decide_with(false, no_color, Some(OsStr::new("dumb"))));
+        assert!(!ColorChoice::Never.decide_with(true, None, Some(OsStr::new("xterm"))));
     }
 }

@@ -51,6 +51,11 @@ pub struct Cli {
     /// More log detail (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Colour and progress bars on stderr: auto (a terminal, unless NO_COLOR is set or
+    /// TERM=dumb), always, or never (plain lines, no escape sequences).
+    #[arg(long, global = true, value_enum, value_name = "WHEN",
+          default_value_t = crate::progress::ColorChoice::Auto)]
+    pub color: crate::progress::ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -157,7 +162,7 @@ pub fn main(cli: Cli) -> u8 {
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let reporter = crate::progress::Reporter::new(cli.quiet);
+    let reporter = crate::progress::Reporter::new(cli.quiet, cli.color.decide());
     match cli.command {
         Command::Run(args) => run::run(&args, &reporter, cli.verbose),
         Command::Validate(args) => validate::run(&args),

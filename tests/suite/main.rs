@@ -31,6 +31,7 @@ mod cli_predict;
 mod cli_schema;
 mod cli_sweep;
 mod cli_validate;
+mod color;
 mod concurrency;
 mod crash_injection;
 mod data_idx;

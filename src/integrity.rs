@@ -58,6 +58,30 @@ pub enum IntegrityError {
     },
 }
 
+impl IntegrityError {
+    /// The file that failed.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Missing { path }
+            | Self::Size { path, .. }
+            | Self::Changed { path }
+            | Self::Unreadable { path, .. }
+            | Self::Invalid { path, .. } => path,
+        }
+    }
+
+    /// What failed, as one word: `missing`, `size`, `changed`, `unreadable` or `invalid`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing { .. } => "missing",
+            Self::Size { .. } => "size",
+            Self::Changed { .. } => "changed",
+            Self::Unreadable { .. } => "unreadable",
+            Self::Invalid { .. } => "invalid",
+        }
+    }
+}
+
 /// JSON with object keys sorted at every level and no white space: a stable hash input.
 pub fn canonical_json(value: &Value) -> String {
     fn sorted(value: &Value) -> Value {

@@ -8,7 +8,9 @@
 //! training step counts as 3× the forward, as `benches/model.rs` does.
 
 use clap::Args;
+use serde::Serialize;
 
+use super::plan::{Format, print_json};
 use super::{EXIT_OK, usage};
 use crate::backend::BackendKind;
 use crate::model::VilConfig;
@@ -48,6 +50,40 @@ pub struct BenchArgs {
     /// Compute backend; `cuda` needs a vilab built with `--features cuda`.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `vilab bench --format json`.
+#[derive(Debug, Serialize)]
+struct BenchJson<'a> {
+    model: &'a str,
+    image_size: usize,
+    batch: usize,
+    classes: usize,
+    precision: Precision,
+    backend: BackendKind,
+    devices: &'a [u32],
+    steps: usize,
+    warmup: usize,
+    /// The timed forward passes.
+    forward: RateJson,
+    /// The timed training steps (forward, backward, optimiser step).
+    train_step: RateJson,
+    /// 2 × the forward MACs of one image (S×S products counted in full).
+    forward_flops_per_image: u64,
+    /// The process's peak resident memory (VmHWM); null where it cannot be read.
+    peak_memory_bytes: Option<u64>,
+}
+
+/// One kind of timed step.
+#[derive(Debug, Serialize)]
+struct RateJson {
+    /// Wall time of all timed steps.
+    seconds: f64,
+    images_per_second: f64,
+    gflops_per_second: f64,
 }
 
 /// Runs `vilab bench`.
@@ -73,8 +109,45 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         warmup: args.warmup,
     };
     let throughput = measure_on(backend, &config, &spec, settings)?;
-    report(&config, args, &throughput);
+    if args.format == Format::Json {
+        print_json(&bench_json(&config, args, &throughput))?;
+    } else {
+        report(&config, args, &throughput);
+    }
     Ok(EXIT_OK)
+}
+
+/// The figures as one document.
+fn bench_json<'a>(
+    config: &VilConfig,
+    args: &'a BenchArgs,
+    throughput: &Throughput,
+) -> BenchJson<'a> {
+    let images = (args.batch * args.steps) as f64;
+    let forward_flops = 2 * config.forward_macs();
+    let rate = |seconds: f64, flops_per_image: f64| {
+        let images_per_second = images / seconds.max(1e-9);
+        RateJson {
+            seconds,
+            images_per_second,
+            gflops_per_second: images_per_second * flops_per_image / 1e9,
+        }
+    };
+    BenchJson {
+        model: &args.model,
+        image_size: config.image_size,
+        batch: args.batch,
+        classes: config.num_classes,
+        precision: args.precision,
+        backend: args.backend,
+        devices: &args.devices,
+        steps: args.steps,
+        warmup: args.warmup,
+        forward: rate(throughput.forward_seconds, forward_flops as f64),
+        train_step: rate(throughput.train_seconds, 3.0 * forward_flops as f64),
+        forward_flops_per_image: forward_flops,
+        peak_memory_bytes: peak_memory_bytes().ok(),
+    }
 }
 
 /// Prints the figures, one line each.

@@ -1,9 +1,11 @@
 //! `vilab model info NAME`: parameter count per component and forward MACs of a preset.
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
+use super::plan::{Format, print_json};
 use super::{EXIT_OK, usage};
-use crate::model::{PRESET_NAMES, VilConfig, preset};
+use crate::model::{PRESET_NAMES, ParamCount, VilConfig, preset};
 
 /// Model utilities.
 #[derive(Debug, Subcommand)]
@@ -24,6 +26,35 @@ pub struct InfoArgs {
     /// Side of the square input image (default: the preset's, 224 or 28 for vil_micro).
     #[arg(long)]
     pub image_size: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `vilab model info --format json`.
+#[derive(Debug, Serialize)]
+struct InfoJson<'a> {
+    model: &'a str,
+    image_size: usize,
+    tokens: u64,
+    dim: usize,
+    depth: usize,
+    classes: usize,
+    parameters: ParametersJson,
+    /// Forward multiply-accumulates per image, S×S products counted in full.
+    forward_macs: u64,
+    /// The same counting only the causal half of the S×S products (the paper's convention).
+    forward_macs_causal: u64,
+    /// 2 × forward_macs.
+    forward_flops: u64,
+}
+
+/// The parameter count, total and per component.
+#[derive(Debug, Serialize)]
+struct ParametersJson {
+    total: u64,
+    #[serde(flatten)]
+    components: ParamCount,
 }
 
 fn grouped(number: u64) -> String {
@@ -47,6 +78,24 @@ pub fn run(command: ModelCommand) -> anyhow::Result<u8> {
     let tokens = config.num_tokens() as u64;
     // The two S×S products, counted in full above; the causal convention counts half of them.
     let causal = macs - config.depth as u64 * tokens * tokens * config.inner_dim() as u64;
+    if args.format == Format::Json {
+        print_json(&InfoJson {
+            model: &args.name,
+            image_size: config.image_size,
+            tokens,
+            dim: config.dim,
+            depth: config.depth,
+            classes: config.num_classes,
+            parameters: ParametersJson {
+                total: count.total(),
+                components: count,
+            },
+            forward_macs: macs,
+            forward_macs_causal: causal,
+            forward_flops: 2 * macs,
+        })?;
+        return Ok(EXIT_OK);
+    }
     println!(
         "{} at {}×{} ({} tokens of dim {}, {} blocks), {} classes",
         args.name,

@@ -70,6 +70,58 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A problem as one flat JSON object (`vilab validate --format json`): every key present, null
+/// where it does not apply.
+#[derive(serde::Serialize)]
+struct ProblemJson<'a> {
+    /// `file`, `set` or `env`.
+    origin: &'static str,
+    /// The experiment file, for `file`.
+    file: Option<String>,
+    /// 1-based line, when known.
+    line: Option<usize>,
+    /// 1-based column, when known.
+    column: Option<usize>,
+    /// The `PATH=VALUE` argument, for `set`.
+    argument: Option<&'a str>,
+    /// The `VILAB_*` variable, for `env`.
+    variable: Option<&'a str>,
+    /// Dotted field path; null for problems of the file as a whole.
+    field: Option<&'a str>,
+    /// What is wrong.
+    message: &'a str,
+    /// The whole line as `vilab validate` prints it.
+    text: String,
+}
+
+impl serde::Serialize for Problem {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (origin, file, position, argument, variable) = match &self.origin {
+            Origin::File { file, position } => (
+                "file",
+                Some(file.display().to_string()),
+                *position,
+                None,
+                None,
+            ),
+            Origin::Set(argument) => ("set", None, None, Some(argument.as_str()), None),
+            Origin::Env(variable) => ("env", None, None, None, Some(variable.as_str())),
+        };
+        ProblemJson {
+            origin,
+            file,
+            line: position.map(|position| position.line),
+            column: position.map(|position| position.column),
+            argument,
+            variable,
+            field: (!self.field.is_empty()).then_some(self.field.as_str()),
+            message: &self.message,
+            text: self.to_string(),
+        }
+        .serialize(serializer)
+    }
+}
+
 /// `text` with control characters escaped (`\n`, `\t`, `\u{1b}`): keys, values and `--set`
 /// arguments are quoted in messages, and one of them holding a line break must not split the
 /// problem over two lines.
@@ -137,6 +189,40 @@ mod tests {
         assert_eq!(
             suggest("vil_tiy", ["vil_tiny", "vil_small"]),
             Some("vil_tiny")
+        );
+    }
+
+    #[test]
+    fn problems_serialise_flat_with_every_key() {
+        let problem = |origin| Problem {
+            origin,
+            field: "train.epocs".into(),
+            message: "unknown field".into(),
+        };
+        let in_file = problem(Origin::File {
+            file: "a.yaml".into(),
+            position: Some(Position { line: 3, column: 5 }),
+        });
+        assert_eq!(
+            serde_json::to_value(&in_file).unwrap(),
+            serde_json::json!({
+                "origin": "file", "file": "a.yaml", "line": 3, "column": 5, "argument": null,
+                "variable": null, "field": "train.epocs", "message": "unknown field",
+                "text": "a.yaml:3:5: train.epocs: unknown field"
+            })
+        );
+        let from_env = problem(Origin::Env("VILAB_TRAIN__EPOCS".into()));
+        let value = serde_json::to_value(&from_env).unwrap();
+        assert_eq!(value["origin"], "env");
+        assert_eq!(value["variable"], "VILAB_TRAIN__EPOCS");
+        assert_eq!(value["file"], serde_json::Value::Null);
+        let whole_file = Problem {
+            field: String::new(),
+            ..problem(Origin::Set("x=1".into()))
+        };
+        assert_eq!(
+            serde_json::to_value(&whole_file).unwrap()["field"],
+            serde_json::Value::Null
         );
     }
 }

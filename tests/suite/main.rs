@@ -40,6 +40,7 @@ mod data_loader;
 mod data_pack;
 mod data_scan;
 mod fuzz_spec;
+mod json_output;
 mod metrics_report;
 mod model_blocks;
 mod model_cell;

@@ -13,6 +13,11 @@ use crate::progress::Reporter;
 pub enum DataCommand {
     /// Convert MNIST-style IDX files (gzip or plain) into an image folder, one PNG per image
     /// under OUT/<class>/.
+    #[command(after_help = "Examples:
+  vilab data import-idx --images train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \\
+      --classes 0,1,2,3,4,5,6,7,8,9 --out data/mnist
+  vilab data import-idx --images train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \\
+      --classes 0,1,2,3,4,5,6,7,8,9 --out data/mnist_small --per-class 100")]
     ImportIdx(ImportIdxArgs),
 }
 

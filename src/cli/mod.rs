@@ -65,37 +65,100 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run an experiment: compute the stages that are not cached, reuse the rest.
+    #[command(after_help = "Examples:
+  vilab run experiments/quickstart.yaml                       the quickstart on data1/
+  vilab run experiments/quickstart.yaml --set train.epochs=3  with a field overridden
+  vilab run experiments/sweep_example.yaml --jobs 2           a sweep, two trials at a time
+  vilab run experiments/sweep_example.yaml --launcher slurm   a sweep as a Slurm job array")]
     Run(run::RunArgs),
     /// Check an experiment file and report every problem with its line and column.
+    #[command(after_help = "Examples:
+  vilab validate experiments/quickstart.yaml                every problem, FILE:LINE:COL each
+  vilab validate experiments/quickstart.yaml --set seed=7   with an override
+  vilab validate experiments/quickstart.yaml --format json  the problems as JSON")]
     Validate(validate::ValidateArgs),
     /// Show the stage graph with each stage's key and state (cached, missing, stale).
+    #[command(after_help = "Examples:
+  vilab plan experiments/quickstart.yaml                     stages, keys and states
+  vilab plan experiments/quickstart.yaml --set split.seed=7  what a change would recompute
+  vilab plan experiments/sweep_example.yaml --format json    every trial's stages as JSON")]
     Plan(plan::PlanArgs),
     /// Like plan, as a check: exit 0 when every stage is cached, 1 otherwise (for a sweep:
     /// done/failed/pending trials and their Slurm tasks, exit 0 when all are done).
+    #[command(after_help = "Examples:
+  vilab status experiments/quickstart.yaml                exit 0 when every stage is cached
+  vilab status experiments/sweep_example.yaml             done, failed and pending trials
+  vilab status experiments/quickstart.yaml --format json  the states as JSON, same exit code")]
     Status(plan::PlanArgs),
     /// Cancel the queued and running Slurm tasks of a sweep (`run --launcher slurm`).
+    #[command(after_help = "Examples:
+  vilab cancel experiments/sweep_example.yaml                      submitted with outputs/
+  vilab cancel experiments/sweep_example.yaml --out /shared/vilab  submitted with that --out")]
     Cancel(cancel::CancelArgs),
     /// Compare runs or sweeps: differing parameters, metric deltas, per-class F1, curves.
+    #[command(after_help = "Examples:
+  vilab compare outputs/quickstart/latest outputs/sweep_example/latest   two runs
+  vilab compare outputs/sweep_example/sweep-2a47817491d9 --plot cmp.png  a sweep's trials
+  vilab compare outputs/*/latest --format json                           for scripts")]
     Compare(compare::CompareArgs),
     /// Delete cache entries no run folder references (needs an explicit --out).
+    #[command(after_help = "Examples:
+  vilab gc --out outputs --dry-run                what would be deleted
+  vilab gc --out outputs                          delete it
+  vilab gc --out outputs --dry-run --format json  the list as JSON")]
     Gc(gc::GcArgs),
     /// Hash every cache entry and checkpoint again; report (or --quarantine) damaged ones.
+    #[command(after_help = "Examples:
+  vilab verify --out outputs                name every damaged file; exit 1 if any
+  vilab verify --out outputs --quarantine   also move damaged entries aside
+  vilab verify --out outputs --format json  the findings as JSON")]
     Verify(verify::VerifyArgs),
     /// Print the experiment JSON Schema (draft-07) for editors.
+    #[command(after_help = "Examples:
+  vilab schema --out schemas/experiment.schema.json  the file experiments/ point to
+  vilab schema > experiment.schema.json              to stdout")]
     Schema(schema::SchemaArgs),
     /// Print the tab-completion script of a shell (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:
+  vilab completions bash > ~/.local/share/bash-completion/completions/vilab
+  vilab completions zsh > ~/.zfunc/_vilab
+  vilab completions fish > ~/.config/fish/completions/vilab.fish")]
     Completions(completions::CompletionsArgs),
     /// Data utilities.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  vilab data import-idx --images train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \\
+      --classes 0,1,2,3,4,5,6,7,8,9 --out data/mnist
+  vilab data import-idx --images train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \\
+      --classes 0,1,2,3,4,5,6,7,8,9 --out data/mnist_small --per-class 100"
+    )]
     Data(data::DataCommand),
     /// Model utilities.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  vilab model info vil_tiny                              the paper's tiny model, 224×224
+  vilab model info vil_micro --classes 10 --format json  the quickstart's model as JSON"
+    )]
     Model(model::ModelCommand),
     /// Predict image files or folders with a run's weights (or a weights file), as CSV.
+    #[command(after_help = "Examples:
+  vilab predict outputs/quickstart/latest data1/Coat               a folder, CSV on stdout
+  vilab predict outputs/quickstart/latest data1 -o predictions.csv  to a file
+  vilab predict outputs/quickstart/latest data1/Bag --weights ema --probs all")]
     Predict(predict::PredictArgs),
     /// Save a run's weights with the official ViL names, plus the class names and normalisation.
+    #[command(after_help = "Examples:
+  vilab export outputs/quickstart/latest --out model.safetensors
+  vilab export outputs/quickstart/latest --weights ema --out ema.safetensors --force")]
     Export(export::ExportArgs),
     /// Forward and training-step throughput, GFLOP/s and peak memory of a model preset.
+    #[command(after_help = "Examples:
+  vilab bench --model vil_micro                                 the quickstart's model, 28×28
+  vilab bench --model vil_tiny --batch 32 --steps 5             the paper's tiny model, 224×224
+  vilab bench --model vil_tiny --backend cuda --precision bf16  a GPU (--features cuda build)
+  vilab bench --model vil_micro --format json                   the figures as JSON")]
     Bench(bench::BenchArgs),
 }
 

@@ -11,6 +11,11 @@ use crate::model::{PRESET_NAMES, ParamCount, VilConfig, preset};
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// Parameter count (total and per component) and forward MACs at an image size.
+    #[command(after_help = "Examples:
+  vilab model info vil_tiny                              the paper's tiny model, 224×224
+  vilab model info vil_micro --classes 10                the quickstart's model
+  vilab model info vil2_small --image-size 384           another input size
+  vilab model info vil_micro --classes 10 --format json  the figures as JSON")]
     Info(InfoArgs),
 }
 

@@ -26,6 +26,7 @@ mod cli_compare;
 mod cli_completions;
 mod cli_data;
 mod cli_gc;
+mod cli_help;
 mod cli_pipeline;
 mod cli_predict;
 mod cli_schema;

@@ -15,6 +15,7 @@ mod model;
 mod plan;
 mod predict;
 mod run;
+mod runs;
 mod schema;
 mod validate;
 mod verify;
@@ -99,8 +100,16 @@ pub enum Command {
     #[command(after_help = "Examples:
   vilab compare outputs/quickstart/latest outputs/sweep_example/latest   two runs
   vilab compare outputs/sweep_example/sweep-2a47817491d9 --plot cmp.png  a sweep's trials
-  vilab compare outputs/*/latest --format json                           for scripts")]
+  vilab compare outputs/*/latest --format json                           for scripts
+  vilab compare outputs/quickstart/* --html compare.html                 as one HTML page")]
     Compare(compare::CompareArgs),
+    /// List every run under the output root: state, epoch, varied parameters, main metrics.
+    #[command(after_help = "Examples:
+  vilab runs                                 every run under outputs/
+  vilab runs quickstart --sort acc1          one experiment's runs, best first
+  vilab runs --format json > runs.json       for scripts (one JSON document)
+  vilab runs --html                          also write outputs/index.html")]
+    Runs(runs::RunsArgs),
     /// Delete cache entries no run folder references (needs an explicit --out).
     #[command(after_help = "Examples:
   vilab gc --out outputs --dry-run                what would be deleted
@@ -233,6 +242,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => plan::status(&args),
         Command::Cancel(args) => cancel::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Runs(args) => runs::run(&args),
         Command::Gc(args) => gc::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Schema(args) => schema::run(&args),
@@ -273,21 +283,7 @@ pub fn exit_code_of(error: &anyhow::Error) -> u8 {
     }
 }
 
-/// A byte count for people: `512 B`, `1.5 KiB`, `3.0 MiB`.
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub(crate) use crate::files::human_bytes;
 
 /// Where an output path would be shown relative to the current directory.
 pub(crate) fn shown_path(path: &std::path::Path) -> String {

@@ -214,9 +214,21 @@ fn badges(
         boxes.push(("epochs".into(), rows.len().to_string()));
     }
     if let Some(record) = record {
+        // What computing the run took, whichever invocations did it (a re-run that reused
+        // everything took no time itself).
+        let seconds: f64 = record
+            .stages
+            .iter()
+            .map(|stage| {
+                stage
+                    .computed
+                    .as_ref()
+                    .map_or(stage.seconds, |done| done.seconds)
+            })
+            .sum();
         boxes.push((
-            "wall time".into(),
-            crate::train::live::human_duration(record.seconds),
+            "compute time".into(),
+            crate::train::live::human_duration(seconds),
         ));
     }
     let mut html = String::from("<div class=\"badges\">");

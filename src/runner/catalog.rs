@@ -53,7 +53,8 @@ pub struct RunRow {
     pub run_id: Option<String>,
     /// The run folder, relative to the output root.
     pub folder: Option<String>,
-    /// When it finished (done) or started (otherwise), RFC 3339.
+    /// When its results were made (done: the last stage computation) or when it started
+    /// (otherwise), RFC 3339.
     pub when: Option<String>,
     /// `done`, `running`, `failed`, `interrupted` or (a sweep's trial not started) `pending`.
     pub state: String,
@@ -515,9 +516,17 @@ fn read_run(out: &Path, dir: &Path) -> Option<RunRow> {
     {
         metrics.insert(MetricName::BestValAcc1.name().to_owned(), Some(best));
     }
+    // A finished run is dated by when its results were made: a re-run that reused every
+    // stage does not make it newer.
     let when = match (&record, &pending) {
         (_, Some(pending)) => Some(pending.started_at.clone()),
-        (Some(record), None) => Some(record.finished_at.clone()),
+        (Some(record), None) => record
+            .stages
+            .iter()
+            .filter_map(|stage| stage.computed.as_ref())
+            .map(|computed| computed.finished_at.clone())
+            .max()
+            .or_else(|| Some(record.finished_at.clone())),
         (None, None) => None,
     };
     let error = pending

@@ -54,9 +54,9 @@ fn bash_completes_verbs_and_flags_from_the_generated_script() {
     std::fs::write(&script, &output.stdout).expect("write the script");
     let script = script.to_str().expect("UTF-8 path");
 
-    // `run` is the only verb starting with `r`.
+    // `run` and `runs` are the verbs starting with `r`.
     let verbs = bash_completions(&workspace, script, &["vilab", "r"]);
-    assert_eq!(verbs, ["run"]);
+    assert_eq!(verbs, ["run", "runs"]);
 
     let flags = bash_completions(&workspace, script, &["vilab", "run", "--lau"]);
     assert_eq!(flags, ["--launcher"]);

@@ -278,13 +278,13 @@ pub fn without_timings(history: &str) -> String {
 }
 
 /// Every file of a run folder (following its links into the cache) that must be the same in
-/// any run of the same spec, as relative path ⇒ bytes: everything except `run.json` (times,
-/// host), the train entry's `manifest.json` (it hashes `history.csv`, which holds timings),
+/// any run of the same spec, as relative path ⇒ bytes: everything except `run.json` and
+/// `report.html` (times, host, which stages this invocation computed), the train entry's `manifest.json` (it hashes `history.csv`, which holds timings),
 /// and with `train/history.csv` stripped of its timing columns.
 pub fn run_results(run_dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut results = BTreeMap::new();
     for relative in files_under(run_dir) {
-        if relative == "run.json" || relative == "train/manifest.json" {
+        if ["run.json", "report.html", "train/manifest.json"].contains(&relative.as_str()) {
             continue;
         }
         let bytes = std::fs::read(run_dir.join(&relative))

@@ -7,6 +7,7 @@
 //! finishing the trial.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -19,6 +20,7 @@ use crate::pipeline::layout::{RunDir, RunState, experiment_dir};
 use crate::pipeline::plan::{Plan, StageStatus, plan_with_statuses};
 use crate::runner::sweep::{Sweep, TrialState, TrialView};
 use crate::spec::LoadedSpec;
+use crate::train::live::LiveStatus;
 
 /// Output formats of the verbs that print lines for people or one JSON document for scripts
 /// (`plan`, `status`, `validate`, `gc`, `verify`, `model info`, `bench`; the shapes are in the
@@ -96,6 +98,37 @@ struct RunPlanJson<'a> {
     run_id: &'a str,
     all_cached: bool,
     stages: Vec<StageJson<'a>>,
+    /// The run folder's state, when it exists.
+    run: Option<RunFolderJson>,
+}
+
+/// The run folder of a plan in `--format json`: how its latest invocation stands.
+#[derive(Debug, Serialize)]
+struct RunFolderJson {
+    /// `done`, `running`, `failed` or `interrupted`.
+    state: RunState,
+    /// The training's `live/status.json` while the run is not done.
+    live: Option<LiveStatus>,
+    /// Why it stopped (`stage: error`), for a failed or interrupted run.
+    error: Option<String>,
+}
+
+impl RunFolderJson {
+    fn read(folder: &RunDir) -> Option<Self> {
+        let state = folder.state()?;
+        let error = folder
+            .read_pending()
+            .and_then(|pending| pending.failure)
+            .filter(|_| !matches!(state, RunState::Done | RunState::Running))
+            .map(|failure| format!("{}: {}", failure.stage.name(), failure.error));
+        Some(Self {
+            state,
+            live: folder
+                .read_live_status()
+                .filter(|_| state != RunState::Done),
+            error,
+        })
+    }
 }
 
 /// `plan` and `status` of a sweep, in `--format json`.
@@ -119,6 +152,8 @@ struct TrialJson<'a> {
     stages: Vec<StageJson<'a>>,
     error: Option<&'a str>,
     slurm: Option<SlurmTaskJson>,
+    /// The trial's `live/status.json` while it runs.
+    live: Option<LiveStatus>,
 }
 
 /// A trial's Slurm array task in `status --format json`.
@@ -185,6 +220,12 @@ fn sweep_json<'a>(
                 stages: stages_json(&row.planned.plan, &row.planned.statuses),
                 error: row.error.as_deref(),
                 slurm: tasks.get(&row.trial.id).map(SlurmTaskJson::new),
+                live: (row.state == TrialState::Running)
+                    .then(|| {
+                        let experiment = sweep.dir.parent().unwrap_or(&sweep.dir);
+                        RunDir::new(&experiment.join(&row.planned.plan.run_id)).read_live_status()
+                    })
+                    .flatten(),
             })
             .collect(),
     }
@@ -195,12 +236,14 @@ fn run_json<'a>(
     spec: &'a LoadedSpec,
     plan: &'a Plan,
     statuses: &'a [StageStatus],
+    out: &Path,
 ) -> RunPlanJson<'a> {
     RunPlanJson {
         experiment: &spec.spec.name,
         run_id: &plan.run_id,
         all_cached: statuses.iter().all(|status| *status == StageStatus::Cached),
         stages: stages_json(plan, statuses),
+        run: RunFolderJson::read(&RunDir::new(&experiment_dir(out, spec).join(&plan.run_id))),
     }
 }
 
@@ -246,7 +289,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
     let (plan, statuses) =
         plan_with_statuses(&spec, &args.experiment.out, args.experiment.plan_options())?;
     if args.format == Format::Json {
-        print_json(&run_json(&spec, &plan, &statuses))?;
+        print_json(&run_json(&spec, &plan, &statuses, &args.experiment.out))?;
         return Ok(EXIT_OK);
     }
     print_stage_table(&plan, &statuses);
@@ -272,7 +315,7 @@ pub fn status(args: &PlanArgs) -> anyhow::Result<u8> {
         plan_with_statuses(&spec, &args.experiment.out, args.experiment.plan_options())?;
     let all_cached = statuses.iter().all(|status| *status == StageStatus::Cached);
     if args.format == Format::Json {
-        print_json(&run_json(&spec, &plan, &statuses))?;
+        print_json(&run_json(&spec, &plan, &statuses, &args.experiment.out))?;
     } else {
         for (stage, status) in plan.stages.iter().zip(&statuses) {
             println!("{}: {status}", stage.kind.name());

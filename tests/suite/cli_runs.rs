@@ -332,6 +332,14 @@ fn a_running_training_shows_its_epoch_in_the_run_folder_status_and_runs() {
         "{}",
         status_output.stdout
     );
+    let status_json = workspace.vilab(&["status", "live.yaml", "--out", "out", "--format", "json"]);
+    status_json.assert_code(1).assert_no_panic();
+    let document = json(&status_json);
+    assert_eq!(document["run"]["state"], "running", "{document}");
+    assert_eq!(
+        document["run"]["live"]["epoch"], status["epoch"],
+        "{document}"
+    );
     let listed = json(&vilab(
         &workspace,
         &["runs", "--out", "out", "--format", "json"],

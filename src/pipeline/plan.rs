@@ -125,8 +125,10 @@ fn stage_definitions() -> Vec<(StageKind, Vec<&'static str>, Vec<StageKind>)> {
                 "augment.val",
                 "model",
                 "train",
-                // Loader threads change speed, never results.
+                // Loader threads change speed, and the checkpoint interval what a kill loses,
+                // never results (`train::KEY_FIELDS`).
                 "-train.workers",
+                "-train.checkpoint_every",
             ],
             vec![StageKind::Split, StageKind::Stats, StageKind::Augment],
         ),

@@ -26,6 +26,13 @@
 //! step) rather than carried as state, so resuming from an older checkpoint gives the same
 //! result, only later.
 //!
+//! Training writes one after every epoch, one when Ctrl-C or SIGTERM stops it mid-epoch, and,
+//! with `train.checkpoint_every` ([`CheckpointEvery`]: `{steps: N}` or `{minutes: M}`), one
+//! mid-epoch whenever that much work has been done since the last one, so a `kill -9` loses at
+//! most that much. A mid-epoch checkpoint holds the same state as the interrupt's (the epoch's
+//! progress and meters included), is named by its global step like any other, and takes part
+//! in the same rotation: still at most two are on disk.
+//!
 //! The tensors use the safetensors layout (an 8-byte header length, a JSON header, raw
 //! little-endian data) written here directly, without metadata, so identical states give
 //! identical bytes.
@@ -38,14 +45,16 @@
 //! default metadata is a hash map whose order changes from process to process.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::field::FieldError;
 use crate::files::{remove_dir_via, sync_dir, temp_path};
 use crate::integrity::{MANIFEST_FILE, Thoroughness, check_manifest, write_manifest};
 use crate::model::VisionLstm;
@@ -170,6 +179,72 @@ pub fn device_tensor<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor
     Tensor::from_data(TensorData::new(values, [len]), (device, DType::F32))
 }
 
+/// How often training saves a resumable checkpoint inside an epoch (`train.checkpoint_every`),
+/// on top of the one after every epoch: the most work a `kill -9` can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointEvery {
+    /// After this many optimiser steps since the last checkpoint (≥ 1).
+    Steps(#[schemars(range(min = 1))] u64),
+    /// Once this many minutes of wall time have passed since the last checkpoint (> 0; looked
+    /// at after every step, so a checkpoint waits for the step that crosses the mark).
+    Minutes(#[schemars(extend("exclusiveMinimum" = 0.0))] f64),
+}
+
+impl CheckpointEvery {
+    /// Checks the interval; the error is the tail after `train.checkpoint_every.`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match *self {
+            CheckpointEvery::Steps(0) => Err(FieldError::new("steps", "must be ≥ 1 (got 0)")),
+            CheckpointEvery::Steps(_) => Ok(()),
+            CheckpointEvery::Minutes(minutes) if minutes > 0.0 && minutes.is_finite() => Ok(()),
+            CheckpointEvery::Minutes(minutes) => Err(crate::field_error!(
+                "minutes",
+                "must be > 0 (got {minutes})"
+            )),
+        }
+    }
+}
+
+/// Decides after each step whether [`CheckpointEvery`] asks for a checkpoint now: counts the
+/// steps and the wall time since the last checkpoint written (mid-epoch or at an epoch's end).
+#[derive(Debug, Clone)]
+pub struct CheckpointCadence {
+    every: Option<CheckpointEvery>,
+    steps: u64,
+    since: Instant,
+}
+
+impl CheckpointCadence {
+    /// Starts counting at `now` (the start of training, or of a resumed run).
+    pub fn new(every: Option<CheckpointEvery>, now: Instant) -> Self {
+        Self {
+            every,
+            steps: 0,
+            since: now,
+        }
+    }
+
+    /// Counts one finished step at `now`; `true` when a checkpoint is due (never without an
+    /// interval).
+    pub fn step_done(&mut self, now: Instant) -> bool {
+        self.steps += 1;
+        match self.every {
+            None => false,
+            Some(CheckpointEvery::Steps(steps)) => self.steps >= steps,
+            Some(CheckpointEvery::Minutes(minutes)) => {
+                now.saturating_duration_since(self.since).as_secs_f64() >= minutes * 60.0
+            }
+        }
+    }
+
+    /// A checkpoint was written at `now`: the interval starts again.
+    pub fn saved(&mut self, now: Instant) {
+        self.steps = 0;
+        self.since = now;
+    }
+}
+
 /// How many checkpoints [`write_checkpoint`] keeps: the newest, and one to fall back on when
 /// the newest turns out damaged.
 const KEPT_CHECKPOINTS: usize = 2;
@@ -243,8 +318,13 @@ pub fn write_checkpoint(
         fs_err::remove_dir_all(&tmp)?;
     }
     fs_err::create_dir_all(&tmp)?;
-    write(&tmp)?;
-    write_manifest(&tmp)?;
+    let written = write(&tmp).and_then(|()| Ok(write_manifest(&tmp).map(drop)?));
+    if let Err(error) = written {
+        // A full disk must not stay fuller by the half-written checkpoint (best effort: the
+        // next write removes leftovers too).
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(error);
+    }
     let target = resume_dir.join(&name);
     if target.exists() {
         // The same step saved twice (an interrupt right after an epoch ended): same contents.
@@ -341,7 +421,7 @@ pub mod exact_f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+    use std::time::Duration;
 
     #[test]
     fn tensors_round_trip_bit_for_bit() {
@@ -457,6 +537,82 @@ mod tests {
         fs_err::write(&state, &text[..text.len() - 1]).unwrap();
         assert_eq!(usable_checkpoint(&resume).unwrap(), None);
         assert_eq!(latest_checkpoint(&resume), None);
+    }
+
+    #[test]
+    fn a_step_interval_counts_steps_since_the_last_checkpoint() {
+        let start = Instant::now();
+        let mut cadence = CheckpointCadence::new(Some(CheckpointEvery::Steps(3)), start);
+        let due: Vec<bool> = (0..7).map(|_| cadence.step_done(start)).collect();
+        // Not saved when due (the epoch's own checkpoint follows): still due.
+        assert_eq!(due, [false, false, true, true, true, true, true]);
+        cadence.saved(start);
+        let due: Vec<bool> = (0..3).map(|_| cadence.step_done(start)).collect();
+        assert_eq!(due, [false, false, true]);
+
+        let mut every_step = CheckpointCadence::new(Some(CheckpointEvery::Steps(1)), start);
+        assert!(every_step.step_done(start));
+        let mut never = CheckpointCadence::new(None, start);
+        assert!((0..1000).all(|_| !never.step_done(start + Duration::from_secs(1 << 20))));
+    }
+
+    #[test]
+    fn a_minute_interval_counts_wall_time_since_the_last_checkpoint() {
+        let start = Instant::now();
+        let mut cadence = CheckpointCadence::new(Some(CheckpointEvery::Minutes(0.5)), start);
+        assert!(!cadence.step_done(start + Duration::from_secs(29)));
+        assert!(cadence.step_done(start + Duration::from_secs(30)));
+        let later = start + Duration::from_secs(31);
+        cadence.saved(later);
+        assert!(!cadence.step_done(later + Duration::from_secs(29)));
+        assert!(cadence.step_done(later + Duration::from_secs(45)));
+        // A tiny interval: every step is due.
+        let mut tiny = CheckpointCadence::new(Some(CheckpointEvery::Minutes(1e-9)), start);
+        assert!(tiny.step_done(start + Duration::from_micros(1)));
+        // A huge one never overflows.
+        let mut huge = CheckpointCadence::new(Some(CheckpointEvery::Minutes(1e300)), start);
+        assert!(!huge.step_done(start + Duration::from_secs(1 << 40)));
+    }
+
+    #[test]
+    fn intervals_are_validated_naming_the_field() {
+        assert!(CheckpointEvery::Steps(1).validate().is_ok());
+        assert!(CheckpointEvery::Minutes(0.0001).validate().is_ok());
+        let error = |every: CheckpointEvery| every.validate().unwrap_err().to_string();
+        assert_eq!(
+            error(CheckpointEvery::Steps(0)),
+            "steps: must be ≥ 1 (got 0)"
+        );
+        assert_eq!(
+            error(CheckpointEvery::Minutes(0.0)),
+            "minutes: must be > 0 (got 0)"
+        );
+        assert_eq!(
+            error(CheckpointEvery::Minutes(-2.5)),
+            "minutes: must be > 0 (got -2.5)"
+        );
+        assert_eq!(
+            error(CheckpointEvery::Minutes(f64::NAN)),
+            "minutes: must be > 0 (got NaN)"
+        );
+    }
+
+    #[test]
+    fn intervals_read_as_tagged_mappings() {
+        // The spec reaches serde as JSON values (figment merges the YAML layers first).
+        let read = |text: &str| serde_json::from_str::<CheckpointEvery>(text);
+        assert_eq!(
+            read(r#"{"steps": 500}"#).unwrap(),
+            CheckpointEvery::Steps(500)
+        );
+        assert_eq!(
+            read(r#"{"minutes": 2.5}"#).unwrap(),
+            CheckpointEvery::Minutes(2.5)
+        );
+        assert!(read(r#"{"seconds": 5}"#).is_err());
+        assert!(read(r#"{"steps": -1}"#).is_err());
+        let written = serde_json::to_string(&CheckpointEvery::Steps(2)).unwrap();
+        assert_eq!(written, r#"{"steps":2}"#);
     }
 
     #[test]

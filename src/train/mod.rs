@@ -13,7 +13,8 @@
 //! - [`precision`]: bf16/f16 compute with f32 master weights, dynamic loss scaling.
 //! - [`parallel`]: one batch's gradients on one device or split across several.
 //! - [`loss`]: soft-target and hard-label cross-entropy.
-//! - [`checkpoint`]: the on-disk formats of resumable state and exported weights.
+//! - [`checkpoint`]: the on-disk formats of resumable state and exported weights, and how often
+//!   resumable state is written inside an epoch (`train.checkpoint_every`).
 
 pub mod checkpoint;
 pub mod clipping;
@@ -34,7 +35,12 @@ pub mod validation;
 pub use trainer::{TrainError, TrainJob, TrainSummary, run_training};
 
 /// The spec fields the `train` stage's key is computed from: everything that changes the
-/// trained weights or the outputs. `train.workers` is left out (batches do not depend on it).
+/// trained weights or the outputs. Left out, because results do not depend on them:
+/// `train.workers` (batches are the same whatever thread prepares them) and
+/// `train.checkpoint_every` (a checkpoint holds the state the run continues from, and reading it
+/// back gives that state bit for bit). The stage definition in `pipeline::plan` excludes the
+/// same two from the `train` section, so changing either reuses a cached result and resumes an
+/// interrupted training.
 pub const KEY_FIELDS: &[&str] = &[
     "seed",
     "backend",

@@ -1,10 +1,12 @@
 //! The training recipe as the experiment file states it (`train:`): epochs, batches, the
-//! optimiser, schedule, EMA, clipping, precision, MixUp/CutMix and the checkpoint choice. The
+//! optimiser, schedule, EMA, clipping, precision, MixUp/CutMix, the checkpoint choice and how
+//! often a resumable checkpoint is written inside an epoch. The
 //! types live with the code that runs them; `spec` composes them into the experiment.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::CheckpointEvery;
 use super::clipping::GradientClip;
 use super::ema::EmaSpec;
 use super::precision::{LossScaleSpec, Precision};
@@ -93,6 +95,12 @@ pub struct TrainSpec {
     #[serde(default = "default_workers")]
     #[schemars(range(max = 64))]
     pub workers: u32,
+    /// A resumable checkpoint inside an epoch as well: `{steps: N}` after every N optimiser
+    /// steps, or `{minutes: M}` once M minutes of wall time have passed, since the last
+    /// checkpoint; a `kill -9` then loses at most that much. Absent = only after every epoch
+    /// (and on Ctrl-C/SIGTERM). Results do not depend on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<CheckpointEvery>,
 }
 
 fn default_epochs() -> u32 {
@@ -128,6 +136,7 @@ impl Default for TrainSpec {
             loss_scale: LossScaleSpec::default(),
             devices: default_devices(),
             workers: default_workers(),
+            checkpoint_every: None,
         }
     }
 }
@@ -141,6 +150,11 @@ impl TrainSpec {
             .map_err(|error| error.within("optimizer"))?;
         if let Some(clip) = &self.clip_grad {
             clip.validate().map_err(|error| error.within("clip_grad"))?;
+        }
+        if let Some(every) = &self.checkpoint_every {
+            every
+                .validate()
+                .map_err(|error| error.within("checkpoint_every"))?;
         }
         self.ema.validate().map_err(|error| error.within("ema"))?;
         self.loss_scale

@@ -1,6 +1,7 @@
 //! The training loop: epochs of batches from the loader, one optimiser step per batch, both the
 //! raw and the EMA weights validated after every epoch, a resumable checkpoint after every
-//! epoch (and on Ctrl-C), and at the end the stage outputs.
+//! epoch, on Ctrl-C and, with `train.checkpoint_every`, every N steps or M minutes inside an
+//! epoch, and at the end the stage outputs.
 //!
 //! # One step
 //!
@@ -19,8 +20,10 @@
 //! Every random stream is a function of (seed, epoch, step): the loader's order, augmentation
 //! and mixing, and the backend RNG (stochastic depth), which is re-seeded before each forward
 //! pass. So the resumable state is only tensors and counters ([`super::checkpoint`]), and a run
-//! resumed from a checkpoint — at an epoch boundary after a crash, or mid-epoch after Ctrl-C —
-//! computes bit for bit what the uninterrupted run computes on the CPU backend.
+//! resumed from a checkpoint — at an epoch boundary, or mid-epoch after Ctrl-C or from a
+//! `train.checkpoint_every` checkpoint — computes bit for bit what the uninterrupted run
+//! computes on the CPU backend. A mid-epoch checkpoint is the interrupt's save without the
+//! stop; none is written after an epoch's last step, whose epoch checkpoint follows at once.
 //!
 //! # Outputs (`out_dir`)
 //!
@@ -36,7 +39,7 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use super::checkpoint::{CheckpointError, latest_checkpoint};
+use super::checkpoint::{CheckpointCadence, CheckpointError, latest_checkpoint};
 use super::clipping::{GradientClip, clip_by_global_norm, scalar, squared_norm};
 use super::live::{Pace, TrainObserver};
 use super::optimizer::Optimizer;
@@ -231,6 +234,7 @@ pub fn run_training<B: AutodiffBackend>(
         job.spec.epochs,
         steps_per_epoch,
     );
+    let mut cadence = CheckpointCadence::new(job.spec.checkpoint_every, Instant::now());
     while session.epochs_done < job.spec.epochs {
         let epoch_index = u64::from(session.epochs_done);
         let epoch = session.epochs_done + 1;
@@ -314,6 +318,17 @@ pub fn run_training<B: AutodiffBackend>(
                     checkpoint,
                 });
             }
+            if cadence.step_done(Instant::now()) && batch_index + 1 < steps_per_epoch {
+                let checkpoint = session.save(job, global_step + 1)?;
+                cadence.saved(Instant::now());
+                tracing::debug!(
+                    "mid-epoch checkpoint at epoch {epoch}, step {}/{steps_per_epoch}: {}",
+                    batch_index + 1,
+                    checkpoint.display()
+                );
+                // The save is not training time (it is in the epoch's time).
+                step_clock = Instant::now();
+            }
         }
         bar.finish_and_clear();
         let raw = validate(
@@ -355,6 +370,7 @@ pub fn run_training<B: AutodiffBackend>(
         session.finish_epoch(job, row.clone());
         let checkpoint_step = u64::from(epoch) * steps_per_epoch;
         let checkpoint = session.save(job, checkpoint_step)?;
+        cadence.saved(Instant::now());
         // The observer first, so the run folder shows an epoch by the time its line is out.
         if let Some(observer) = &job.observer {
             let meters = (Some(row.train_loss), Some(row.train_images_per_second));

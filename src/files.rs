@@ -28,8 +28,12 @@ pub fn temp_path(path: &Path, suffix: &str) -> PathBuf {
 /// Writes `bytes` beside `path`, syncs them, and renames the file into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path, "tmp");
-    write_synced(&tmp, bytes)?;
-    fs_err::rename(&tmp, path)
+    let written = write_synced(&tmp, bytes).and_then(|()| fs_err::rename(&tmp, path));
+    if written.is_err() {
+        // Nothing half-written stays behind, least of all on a full disk.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `value` as pretty JSON with a trailing newline.

@@ -236,10 +236,14 @@ fn record_failure(folder: &RunDir, pending: &mut PendingRun, stage: StageKind, e
     });
     let written = json_bytes(&folder.pending(), &*pending)
         .and_then(|bytes| write_atomic(&folder.pending(), &bytes));
+    // Debug, not a warning: these writes fail for the reason the run failed (a full disk, a
+    // read-only folder), and the run's own error is the one line a person needs.
     if let Err(error) = written {
-        tracing::warn!("{error}");
+        tracing::debug!("{error}");
     }
-    write_page(folder);
+    if let Err(error) = crate::report::run_page::write_run_page(folder) {
+        tracing::debug!("report.html not written: {error}");
+    }
 }
 
 /// Writes the run's `report.html`; a failure is a warning, never the run's failure.

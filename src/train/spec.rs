@@ -298,3 +298,47 @@ impl OptimizerSpec {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_checkpoint_interval_names_its_field() {
+        let spec = |every| TrainSpec {
+            checkpoint_every: Some(every),
+            ..TrainSpec::default()
+        };
+        let error = spec(CheckpointEvery::Steps(0))
+            .validate(BackendKind::Cpu)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "checkpoint_every.steps: must be ≥ 1 (got 0)"
+        );
+        let error = spec(CheckpointEvery::Minutes(0.0))
+            .validate(BackendKind::Cpu)
+            .unwrap_err();
+        assert_eq!(error.field, "checkpoint_every.minutes");
+        assert!(
+            spec(CheckpointEvery::Minutes(0.5))
+                .validate(BackendKind::Cpu)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn no_interval_leaves_the_resolved_spec_as_before() {
+        let value = serde_json::to_value(TrainSpec::default()).unwrap();
+        assert!(value.get("checkpoint_every").is_none(), "{value}");
+        let every = TrainSpec {
+            checkpoint_every: Some(CheckpointEvery::Minutes(2.5)),
+            ..TrainSpec::default()
+        };
+        let value = serde_json::to_value(every).unwrap();
+        assert_eq!(
+            value["checkpoint_every"],
+            serde_json::json!({"minutes": 2.5})
+        );
+    }
+}

@@ -11,6 +11,12 @@
 //! SIGTERM and SIGINT during training end the process with exit code 130 after saving a
 //! checkpoint, and the next run resumes from it to the same results.
 //!
+//! With `train.checkpoint_every` (`{steps: 2}`, and a minutes interval short enough to save
+//! after every step) a SIGKILL inside an epoch loses at most that interval: the process is
+//! stopped until its newest checkpoint is a mid-epoch one, killed, and the next run resumes at
+//! that step to the uninterrupted run's results. The interval is not part of the train key: a
+//! checkpoint written under one interval is resumed under another, and a finished run is reused.
+//!
 //! Damaged files are caught on use: a committed entry whose file was edited or truncated, and a
 //! checkpoint whose tensors were edited, are reported with a warning naming the file, set
 //! aside, and recomputed (training resumes from the checkpoint before the damaged one), again
@@ -426,4 +432,175 @@ fn damaged_entries_and_checkpoints_are_reported_and_recomputed() {
         records.iter().any(|name| name.starts_with("augment-v")),
         "the re-hashed file was not recorded: {records:?}"
     );
+}
+
+/// Training steps per epoch of [`EXPERIMENT`]: 126 training images in batches of 12.
+const STEPS_PER_EPOCH: u64 = 10;
+
+/// Starts a run of [`EXPERIMENT`] on `out` with extra arguments (`--set`s, `-v`).
+fn start_with(workspace: &Workspace, out: &str, extra: &[&str]) -> Watched {
+    let mut arguments = vec!["run", "crash.yaml", "--out", out];
+    arguments.extend_from_slice(extra);
+    Watched::spawn(workspace.command(&arguments))
+}
+
+/// The newest checkpoint under `out` as (epoch it is in, steps of it done), when it was saved
+/// inside an epoch: an epoch's own checkpoint has no steps of the next one done, and one saved
+/// after an epoch's last step (an interrupt there) has all of them.
+fn newest_mid_epoch(out: &Path) -> Option<(u64, u64)> {
+    let newest = checkpoints(out).pop()?;
+    // Read while the writer is stopped, or raced by its rotation: a vanished file is no answer.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest.join("state.json")).ok()?).ok()?;
+    let epochs_done = state["epochs_done"].as_u64()?;
+    let steps = state["progress"]["batches_done"].as_u64()?;
+    (1..STEPS_PER_EPOCH)
+        .contains(&steps)
+        .then_some((epochs_done + 1, steps))
+}
+
+/// Starts a run with `extra` arguments and, once training has finished its first epoch,
+/// SIGKILLs it at a moment when its newest checkpoint was saved inside an epoch: the process
+/// is stopped (SIGSTOP) before its resume folder is looked at, so what is seen is what the
+/// kill leaves, and let go again (SIGCONT) until that is a mid-epoch checkpoint. Returns the
+/// (epoch, step) the next run must resume at, or `None` when training was committed first.
+fn kill_at_a_mid_epoch_checkpoint(
+    workspace: &Workspace,
+    out: &str,
+    extra: &[&str],
+) -> Option<(u64, u64)> {
+    let out_dir = workspace.path().join(out);
+    let mut child = start_with(workspace, out, extra);
+    assert!(
+        child.wait_for_line("train    epoch 1/3"),
+        "training never finished an epoch"
+    );
+    let deadline = std::time::Instant::now() + crate::common::PROCESS_TIMEOUT;
+    let found = loop {
+        child.signal("STOP");
+        if let Some(found) = newest_mid_epoch(&out_dir) {
+            break Some(found);
+        }
+        // Past the last epoch the resume folder is removed with the commit: too late.
+        if checkpoints(&out_dir).is_empty() || std::time::Instant::now() > deadline {
+            break None;
+        }
+        child.signal("CONT");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let kept = checkpoints(&out_dir).len();
+    child.kill();
+    let output = child.finish();
+    output.assert_no_panic();
+    // Two are kept; a third exists between a new one's rename into place and the removal of
+    // the oldest, a moment a stop can catch.
+    assert!(
+        kept <= 3,
+        "{out}: {kept} checkpoints on disk, the rotation keeps 2"
+    );
+    assert_cache_whole(&out_dir);
+    found
+}
+
+/// `resuming at epoch E/3, step S/10` in a run's stderr, as (E, S).
+fn resumed_at(stderr: &str) -> Option<(u64, u64)> {
+    let line = stderr
+        .lines()
+        .find_map(|line| line.split("resuming at epoch ").nth(1))?;
+    let (epoch, step) = line.split_once(", step ")?;
+    let number = |text: &str| text.split('/').next()?.trim().parse().ok();
+    Some((number(epoch)?, number(step)?))
+}
+
+/// Kills at a mid-epoch checkpoint (three tries on fresh folders: on a slow machine training
+/// could end first) and returns the folder and where the next run must resume.
+fn killed_mid_epoch(workspace: &Workspace, name: &str, extra: &[&str]) -> (String, (u64, u64)) {
+    (0..3)
+        .find_map(|attempt| {
+            let out = format!("{name}-{attempt}");
+            kill_at_a_mid_epoch_checkpoint(workspace, &out, extra).map(|found| (out, found))
+        })
+        .unwrap_or_else(|| panic!("{name}: never caught a mid-epoch checkpoint (3 runs)"))
+}
+
+#[test]
+fn checkpoint_every_steps_or_minutes_bounds_what_a_sigkill_loses() {
+    let workspace = workspace();
+    // (interval, mid-epoch checkpoints per epoch): every 2 steps saves after steps 2, 4, 6
+    // and 8 (the epoch's own checkpoint follows step 10); a 6 µs interval after every step but
+    // the last.
+    for (interval, per_epoch) in [("{steps: 2}", 4), ("{minutes: 0.0000001}", 9)] {
+        let set = format!("train.checkpoint_every={interval}");
+        let (reference, output) = {
+            let output = start_with(
+                &workspace,
+                &format!("reference-{per_epoch}"),
+                &["-v", "--set", &set],
+            )
+            .finish();
+            output.assert_code(0).assert_no_panic();
+            (workspace.path().join(output.last_stdout_line()), output)
+        };
+        let saved = output
+            .stderr
+            .lines()
+            .filter(|line| line.contains("mid-epoch checkpoint at epoch"))
+            .count();
+        assert_eq!(saved, 3 * per_epoch, "{interval}:\n{}", output.stderr);
+
+        let (out, (epoch, step)) =
+            killed_mid_epoch(&workspace, &format!("every-{per_epoch}"), &["--set", &set]);
+        assert!(
+            epoch >= 2 && step > 0,
+            "{interval}: epoch {epoch}, step {step}"
+        );
+        let resumed = start_with(&workspace, &out, &["--set", &set]).finish();
+        resumed.assert_code(0).assert_no_panic();
+        assert_eq!(
+            resumed_at(&resumed.stderr),
+            Some((epoch, step)),
+            "{interval}: not resumed from the mid-epoch checkpoint:\n{}",
+            resumed.stderr
+        );
+        let run_dir = workspace.path().join(resumed.last_stdout_line());
+        assert_recovered(&workspace, &out, &run_dir, &reference);
+    }
+}
+
+#[test]
+fn checkpoint_every_is_not_part_of_the_train_key() {
+    let workspace = workspace();
+    let (reference, _) = complete(&workspace, "reference");
+
+    // Killed inside an epoch with one interval, resumed without any: the same training.
+    let (out, (epoch, step)) = killed_mid_epoch(
+        &workspace,
+        "changed",
+        &["--set", "train.checkpoint_every={steps: 3}"],
+    );
+    let (run_dir, resumed) = complete(&workspace, &out);
+    assert_eq!(
+        resumed_at(&resumed.stderr),
+        Some((epoch, step)),
+        "the checkpoint of the other interval was not resumed:\n{}",
+        resumed.stderr
+    );
+    assert_recovered(&workspace, &out, &run_dir, &reference);
+
+    // Another interval on the finished run: every stage, training included, comes from the
+    // cache, the same entry.
+    let again = start_with(
+        &workspace,
+        &out,
+        &["--set", "train.checkpoint_every={minutes: 30}"],
+    )
+    .finish();
+    again.assert_code(0).assert_no_panic();
+    assert!(
+        again.stderr.contains("train    cached") && !again.stderr.contains("computing"),
+        "{}",
+        again.stderr
+    );
+    let again_dir = workspace.path().join(again.last_stdout_line());
+    assert_eq!(entry_of(&again_dir, "train"), entry_of(&run_dir, "train"));
 }

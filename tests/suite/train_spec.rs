@@ -1,5 +1,6 @@
-//! The training fields of an experiment: problems a schema cannot see are reported by
-//! `vilab validate` with their dotted path, and a loss that blows up stops training with an
+//! The training fields of an experiment: problems a schema cannot see, and the mistakes a
+//! `train.checkpoint_every` interval can hold, are reported by `vilab validate` with their
+//! dotted path, and a loss that blows up stops training with an
 //! error naming the epoch and step instead of training on NaN.
 
 use crate::common::Workspace;
@@ -85,6 +86,88 @@ fn cross_field_problems_name_their_field() {
         .vilab(&["validate", "spec.yaml"])
         .assert_code(0)
         .assert_no_panic();
+}
+
+#[test]
+fn checkpoint_every_mistakes_name_the_field() {
+    let workspace = Workspace::with_data1();
+    workspace.write("spec.yaml", BASE);
+    let cases = [
+        (
+            "{steps: 0}",
+            "train.checkpoint_every.steps",
+            "must be ≥ 1 (got 0)",
+        ),
+        (
+            "{steps: 2.5}",
+            "train.checkpoint_every.steps",
+            "expected an integer",
+        ),
+        (
+            "{minutes: 0}",
+            "train.checkpoint_every.minutes",
+            "must be > 0 (got 0)",
+        ),
+        (
+            "{minutes: -1.5}",
+            "train.checkpoint_every.minutes",
+            "must be > 0 (got -1.5)",
+        ),
+        (
+            "{minutes: .inf}",
+            "train.checkpoint_every.minutes",
+            "expected a number",
+        ),
+        (
+            "{seconds: 30}",
+            "train.checkpoint_every.seconds",
+            "unknown kind; expected one of: steps, minutes",
+        ),
+        (
+            "{steps: 10, minutes: 5}",
+            "train.checkpoint_every",
+            "exactly one of: steps, minutes",
+        ),
+        (
+            "100",
+            "train.checkpoint_every",
+            "exactly one of: steps, minutes",
+        ),
+    ];
+    for (value, field, message) in cases {
+        let set = format!("train.checkpoint_every={value}");
+        let output = workspace.vilab(&["validate", "spec.yaml", "--set", &set]);
+        output.assert_no_panic();
+        assert_eq!(output.code, 2, "{set}: expected a validation error");
+        assert_eq!(
+            output.stderr.lines().count(),
+            1,
+            "{set}: one problem, one line:\n{}",
+            output.stderr
+        );
+        let expected = format!("--set {set}: {field}: ");
+        assert!(
+            output.stderr.starts_with(&expected) && output.stderr.contains(message),
+            "{set}: expected `{expected}…{message}`, got:\n{}",
+            output.stderr
+        );
+    }
+    for value in [
+        "{steps: 1}",
+        "{steps: 500}",
+        "{minutes: 0.0001}",
+        "{minutes: 30}",
+    ] {
+        workspace
+            .vilab(&[
+                "validate",
+                "spec.yaml",
+                "--set",
+                &format!("train.checkpoint_every={value}"),
+            ])
+            .assert_code(0)
+            .assert_no_panic();
+    }
 }
 
 #[test]

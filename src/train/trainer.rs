@@ -319,11 +319,13 @@ pub fn run_training<B: AutodiffBackend>(
                 });
             }
             if cadence.step_done(Instant::now()) && batch_index + 1 < steps_per_epoch {
+                let save_clock = Instant::now();
                 let checkpoint = session.save(job, global_step + 1)?;
                 cadence.saved(Instant::now());
                 tracing::debug!(
-                    "mid-epoch checkpoint at epoch {epoch}, step {}/{steps_per_epoch}: {}",
+                    "mid-epoch checkpoint at epoch {epoch}, step {}/{steps_per_epoch} in {:.0} ms: {}",
                     batch_index + 1,
+                    save_clock.elapsed().as_secs_f64() * 1000.0,
                     checkpoint.display()
                 );
                 // The save is not training time (it is in the epoch's time).

@@ -125,53 +125,143 @@ pub fn walk_visible(root: &Path) -> impl Iterator<Item = walkdir::Result<walkdir
         .filter_entry(|entry| !entry.file_name().to_str().is_some_and(is_hidden))
 }
 
-/// Appends every non-hidden file below `class_root` to `files`.
+/// Appends every visible file under `class_root` to `files`, labelled `label`.
+///
+/// Written on `std::fs::read_dir` rather than walkdir because the `stat` per file is nearly all
+/// the cost of a cached run's data check: a regular file's metadata is read relative to its
+/// open folder (`DirEntry::metadata`, no path lookup from the root), and the entries of each
+/// folder are stat-ed in parallel on rayon's pool, so the check scales with cores (a million
+/// files: see the README's performance section). Symbolic links are followed, a dangling one is
+/// kept as an empty file (decoding reports it later), and a link back to a folder being walked
+/// is an error, as with walkdir.
 fn collect_class_files(
     root: &Path,
     class_root: &Path,
     label: usize,
     files: &mut Vec<ScannedFile>,
 ) -> Result<(), DataError> {
-    for entry in walk_visible(class_root) {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(error) => {
-                // A dangling link is an unreadable file, not a broken folder: list it so that
-                // verification reports it (and the skip policy applies) instead of aborting.
-                match error.path().filter(|path| is_dangling_link(path)) {
-                    Some(path) => files.push(ScannedFile {
-                        rel_path: relative_path(root, path)?,
-                        class: label,
-                        len: 0,
-                        mtime_ns: 0,
-                    }),
-                    None => return Err(walk_error(class_root, &error)),
-                }
-                continue;
-            }
-        };
-        if !entry.file_type().is_file() {
-            continue;
+    // The scanned root counts as an ancestor too: a link from a class folder back to it would
+    // walk every class again.
+    let mut ancestors = Vec::new();
+    for folder in [root, class_root] {
+        let metadata = std::fs::metadata(folder).map_err(walk_io(folder))?;
+        ancestors.push((folder_id(&metadata), folder.to_path_buf()));
+    }
+    let prefix = format!("{}/", relative_path(root, class_root)?);
+    walk_folder(&prefix, class_root, label, &mut ancestors, files)
+}
+
+/// What an entry of a folder is, its metadata read.
+enum Entry {
+    File(ScannedFile),
+    Folder(std::fs::Metadata),
+    Other,
+}
+
+/// An entry's name, which must be UTF-8 (relative paths are strings).
+fn utf8_name(entry: &std::fs::DirEntry) -> Result<String, DataError> {
+    entry
+        .file_name()
+        .into_string()
+        .map_err(|_| DataError::NonUtf8Name { path: entry.path() })
+}
+
+/// (device, inode) of a folder, to recognise it again through a link.
+fn folder_id(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+fn walk_io(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
+    move |error| DataError::Walk {
+        path: path.to_path_buf(),
+        message: innermost_message(&error),
+    }
+}
+
+/// Walks `folder`, whose path relative to the scanned root is `prefix` (ending in `/`).
+fn walk_folder(
+    prefix: &str,
+    folder: &Path,
+    label: usize,
+    ancestors: &mut Vec<((u64, u64), PathBuf)>,
+    files: &mut Vec<ScannedFile>,
+) -> Result<(), DataError> {
+    use rayon::prelude::*;
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(walk_io(folder))? {
+        let entry = entry.map_err(walk_io(folder))?;
+        if !entry.file_name().to_str().is_some_and(is_hidden) {
+            entries.push(entry);
         }
-        let path = entry.path();
-        let metadata = entry
-            .metadata()
-            .map_err(|error| walk_error(class_root, &error))?;
-        files.push(ScannedFile {
-            rel_path: relative_path(root, path)?,
-            class: label,
-            len: metadata.len(),
-            mtime_ns: modification_time_ns(&metadata),
-        });
+    }
+    // Sorted, so the first problem reported does not depend on the file system's order.
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    let read: Vec<Result<Entry, DataError>> = entries
+        .par_iter()
+        .map(|entry| read_entry(prefix, entry, label))
+        .collect();
+    for (entry, read) in entries.iter().zip(read) {
+        match read? {
+            Entry::File(file) => files.push(file),
+            Entry::Folder(metadata) => {
+                let path = entry.path();
+                let id = folder_id(&metadata);
+                if let Some((_, ancestor)) = ancestors.iter().find(|(seen, _)| *seen == id) {
+                    return Err(DataError::Walk {
+                        message: format!(
+                            "symbolic link loop (points back to {})",
+                            ancestor.display()
+                        ),
+                        path,
+                    });
+                }
+                ancestors.push((id, path.clone()));
+                let inner = format!("{prefix}{}/", utf8_name(entry)?);
+                walk_folder(&inner, &path, label, ancestors, files)?;
+                ancestors.pop();
+            }
+            Entry::Other => {}
+        }
     }
     Ok(())
 }
 
-/// Whether `path` is a symbolic link whose target does not exist.
-fn is_dangling_link(path: &Path) -> bool {
-    let is_link = fs_err::symlink_metadata(path).is_ok_and(|metadata| metadata.is_symlink());
-    is_link
-        && fs_err::metadata(path).is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
+/// Reads one folder entry: a file with its size and time, a folder to descend into, or
+/// something else (a socket, a fifo) to skip.
+fn read_entry(prefix: &str, entry: &std::fs::DirEntry, label: usize) -> Result<Entry, DataError> {
+    let path = entry.path();
+    let file_type = entry.file_type().map_err(walk_io(&path))?;
+    let metadata = if file_type.is_symlink() {
+        match std::fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Entry::File(ScannedFile {
+                    rel_path: format!("{prefix}{}", utf8_name(entry)?),
+                    class: label,
+                    len: 0,
+                    mtime_ns: 0,
+                }));
+            }
+            Err(error) => return Err(walk_io(&path)(error)),
+        }
+    } else if file_type.is_file() || file_type.is_dir() {
+        entry.metadata().map_err(walk_io(&path))?
+    } else {
+        return Ok(Entry::Other);
+    };
+    if metadata.is_dir() {
+        Ok(Entry::Folder(metadata))
+    } else if metadata.is_file() {
+        Ok(Entry::File(ScannedFile {
+            rel_path: format!("{prefix}{}", utf8_name(entry)?),
+            class: label,
+            len: metadata.len(),
+            mtime_ns: modification_time_ns(&metadata),
+        }))
+    } else {
+        Ok(Entry::Other)
+    }
 }
 
 /// `path` relative to `root`, with `/` separators; errors on names that are not UTF-8.
@@ -203,17 +293,4 @@ fn modification_time_ns(metadata: &std::fs::Metadata) -> i128 {
         },
         Err(_) => 0,
     }
-}
-
-/// A walkdir error as a [`DataError`] naming the entry at fault (or the class folder).
-fn walk_error(class_root: &Path, error: &walkdir::Error) -> DataError {
-    let path = error.path().unwrap_or(class_root).to_path_buf();
-    let message = if let Some(ancestor) = error.loop_ancestor() {
-        format!("symbolic link loop (points back to {})", ancestor.display())
-    } else if let Some(io) = error.io_error() {
-        innermost_message(io)
-    } else {
-        error.to_string()
-    };
-    DataError::Walk { path, message }
 }

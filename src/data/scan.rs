@@ -158,14 +158,6 @@ enum Entry {
     Other,
 }
 
-/// An entry's name, which must be UTF-8 (relative paths are strings).
-fn utf8_name(entry: &std::fs::DirEntry) -> Result<String, DataError> {
-    entry
-        .file_name()
-        .into_string()
-        .map_err(|_| DataError::NonUtf8Name { path: entry.path() })
-}
-
 /// (device, inode) of a folder, to recognise it again through a link.
 fn folder_id(metadata: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
@@ -188,20 +180,25 @@ fn walk_folder(
     files: &mut Vec<ScannedFile>,
 ) -> Result<(), DataError> {
     use rayon::prelude::*;
-    let mut entries = Vec::new();
+    // Each entry with its name, which must be UTF-8 (relative paths are strings).
+    let mut entries: Vec<(String, std::fs::DirEntry)> = Vec::new();
     for entry in std::fs::read_dir(folder).map_err(walk_io(folder))? {
         let entry = entry.map_err(walk_io(folder))?;
-        if !entry.file_name().to_str().is_some_and(is_hidden) {
-            entries.push(entry);
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| DataError::NonUtf8Name { path: entry.path() })?;
+        if !is_hidden(&name) {
+            entries.push((name, entry));
         }
     }
     // Sorted, so the first problem reported does not depend on the file system's order.
-    entries.sort_by_key(std::fs::DirEntry::file_name);
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let read: Vec<Result<Entry, DataError>> = entries
         .par_iter()
-        .map(|entry| read_entry(prefix, entry, label))
+        .map(|(name, entry)| read_entry(prefix, name, entry, label))
         .collect();
-    for (entry, read) in entries.iter().zip(read) {
+    for ((name, entry), read) in entries.iter().zip(read) {
         match read? {
             Entry::File(file) => files.push(file),
             Entry::Folder(metadata) => {
@@ -217,7 +214,7 @@ fn walk_folder(
                     });
                 }
                 ancestors.push((id, path.clone()));
-                let inner = format!("{prefix}{}/", utf8_name(entry)?);
+                let inner = format!("{prefix}{name}/");
                 walk_folder(&inner, &path, label, ancestors, files)?;
                 ancestors.pop();
             }
@@ -229,24 +226,29 @@ fn walk_folder(
 
 /// Reads one folder entry: a file with its size and time, a folder to descend into, or
 /// something else (a socket, a fifo) to skip.
-fn read_entry(prefix: &str, entry: &std::fs::DirEntry, label: usize) -> Result<Entry, DataError> {
-    let path = entry.path();
-    let file_type = entry.file_type().map_err(walk_io(&path))?;
+fn read_entry(
+    prefix: &str,
+    name: &str,
+    entry: &std::fs::DirEntry,
+    label: usize,
+) -> Result<Entry, DataError> {
+    let failed = |error: std::io::Error| walk_io(&entry.path())(error);
+    let file_type = entry.file_type().map_err(failed)?;
     let metadata = if file_type.is_symlink() {
-        match std::fs::metadata(&path) {
+        match std::fs::metadata(entry.path()) {
             Ok(metadata) => metadata,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Entry::File(ScannedFile {
-                    rel_path: format!("{prefix}{}", utf8_name(entry)?),
+                    rel_path: format!("{prefix}{name}"),
                     class: label,
                     len: 0,
                     mtime_ns: 0,
                 }));
             }
-            Err(error) => return Err(walk_io(&path)(error)),
+            Err(error) => return Err(failed(error)),
         }
     } else if file_type.is_file() || file_type.is_dir() {
-        entry.metadata().map_err(walk_io(&path))?
+        entry.metadata().map_err(failed)?
     } else {
         return Ok(Entry::Other);
     };
@@ -254,7 +256,7 @@ fn read_entry(prefix: &str, entry: &std::fs::DirEntry, label: usize) -> Result<E
         Ok(Entry::Folder(metadata))
     } else if metadata.is_file() {
         Ok(Entry::File(ScannedFile {
-            rel_path: format!("{prefix}{}", utf8_name(entry)?),
+            rel_path: format!("{prefix}{name}"),
             class: label,
             len: metadata.len(),
             mtime_ns: modification_time_ns(&metadata),

@@ -96,6 +96,20 @@ impl MetricName {
         )
     }
 
+    /// The order that puts the best value first (highest or lowest, as the metric wants) and
+    /// missing or non-finite values last; a stable sort keeps those in their order.
+    pub fn best_first(self, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        let finite = |value: Option<f64>| value.filter(|value| value.is_finite());
+        match (finite(a), finite(b)) {
+            (Some(x), Some(y)) if self.higher_is_better() => y.total_cmp(&x),
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        }
+    }
+
     /// The metric a name or alias stands for; `None` for an unknown name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALIASES

@@ -229,6 +229,41 @@ fn format_delta(value: Option<f64>, baseline: Option<f64>, decimals: usize) -> O
         })
 }
 
+/// A table as lines of space-padded columns (two spaces between), trailing blanks trimmed.
+pub fn aligned_table(header: &[String], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            widths[index] = widths[index].max(cell.chars().count());
+        }
+    }
+    std::iter::once(header)
+        .chain(rows.iter().map(Vec::as_slice))
+        .map(|cells| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell}{}", " ".repeat(width - cell.chars().count())))
+                .collect();
+            padded.join("  ").trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// A markdown table (cells' `|` escaped), one line per row.
+pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let line = |cells: &[String]| {
+        let cells: Vec<String> = cells.iter().map(|cell| cell.replace('|', "\\|")).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    let mut out = line(header);
+    out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
 /// One parameter that differs (or, with `--all`, every parameter).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParameterRow {
@@ -495,26 +530,8 @@ impl Comparison {
                 let _ = writeln!(out);
                 continue;
             }
-            let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
-            for row in &rows {
-                for (index, cell) in row.iter().enumerate() {
-                    widths[index] = widths[index].max(cell.chars().count());
-                }
-            }
-            let line = |cells: &[String]| {
-                let padded: Vec<String> = cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(cell, width)| {
-                        let pad = width - cell.chars().count();
-                        format!("{cell}{}", " ".repeat(pad))
-                    })
-                    .collect();
-                padded.join("  ").trim_end().to_owned()
-            };
-            let _ = writeln!(out, "  {}", line(&header));
-            for row in &rows {
-                let _ = writeln!(out, "  {}", line(row));
+            for line in aligned_table(&header, &rows) {
+                let _ = writeln!(out, "  {line}");
             }
             let _ = writeln!(out);
         }
@@ -532,20 +549,7 @@ impl Comparison {
             if rows.is_empty() {
                 continue;
             }
-            let escape = |cell: &String| cell.replace('|', "\\|");
-            let _ = writeln!(
-                out,
-                "| {} |",
-                header.iter().map(escape).collect::<Vec<_>>().join(" | ")
-            );
-            let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
-            for row in &rows {
-                let _ = writeln!(
-                    out,
-                    "| {} |",
-                    row.iter().map(escape).collect::<Vec<_>>().join(" | ")
-                );
-            }
+            out.push_str(&markdown_table(&header, &rows));
             let _ = writeln!(out);
         }
         if !self.notes.is_empty() {

@@ -17,7 +17,9 @@ use crate::metrics::MetricName;
 use crate::pipeline::layout::{
     INDEX_HTML, LATEST, REPORT_HTML, RunDir, RunState, SUMMARY_HTML, SWEEP_FILE, read_record,
 };
-use crate::report::compare::{RunResults, flatten_spec, format_value};
+use crate::report::compare::{
+    RunResults, aligned_table, flatten_spec, format_value, markdown_table,
+};
 use crate::report::html::{Cell, Page, link};
 use crate::spec::sweep::show_value;
 use crate::train::live::LiveStatus;
@@ -186,14 +188,8 @@ impl Catalog {
     /// Orders the rows best first by `metric`; rows without a value keep their order at the
     /// end.
     pub fn sort_by(&mut self, metric: MetricName) {
-        let key = |row: &RunRow| row.metric(metric).filter(|value| value.is_finite());
-        self.runs.sort_by(|a, b| match (key(a), key(b)) {
-            (Some(x), Some(y)) if metric.higher_is_better() => y.total_cmp(&x),
-            (Some(x), Some(y)) => x.total_cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
+        self.runs
+            .sort_by(|a, b| metric.best_first(a.metric(metric), b.metric(metric)));
     }
 
     /// Header and cells as text, shared by the table, markdown and HTML forms.
@@ -240,20 +236,9 @@ impl Catalog {
             return format!("no runs under {}\n", self.out);
         }
         let (header, rows) = self.grid();
-        let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
-        for row in &rows {
-            for (index, cell) in row.iter().enumerate() {
-                widths[index] = widths[index].max(cell.chars().count());
-            }
-        }
         let mut out = String::new();
-        for row in std::iter::once(&header).chain(&rows) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, width)| format!("{cell}{}", " ".repeat(width - cell.chars().count())))
-                .collect();
-            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        for line in aligned_table(&header, &rows) {
+            let _ = writeln!(out, "{line}");
         }
         for row in self.runs.iter().filter(|row| row.error.is_some()) {
             let _ = writeln!(
@@ -273,22 +258,7 @@ impl Catalog {
     /// A markdown table.
     pub fn to_markdown(&self) -> String {
         let (header, rows) = self.grid();
-        let escape = |cell: &String| cell.replace('|', "\\|");
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "| {} |",
-            header.iter().map(escape).collect::<Vec<_>>().join(" | ")
-        );
-        let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
-        for row in &rows {
-            let _ = writeln!(
-                out,
-                "| {} |",
-                row.iter().map(escape).collect::<Vec<_>>().join(" | ")
-            );
-        }
-        out
+        markdown_table(&header, &rows)
     }
 
     /// One CSV row per run, with machine names and full-precision values.

@@ -92,13 +92,7 @@ pub fn write_summary(sweep: &Sweep, sweep_file: &SweepFile) -> Result<(), SweepE
             .filter(|value| value.is_finite())
     };
     // Stable: trials without a value keep their sweep order at the end.
-    rows.sort_by(|a, b| match (key(a), key(b)) {
-        (Some(x), Some(y)) if metric.higher_is_better() => y.total_cmp(&x),
-        (Some(x), Some(y)) => x.total_cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
-    });
+    rows.sort_by(|a, b| metric.best_first(key(a), key(b)));
     let varied = &sweep_file.varied;
     let mut writer = csv::Writer::from_writer(Vec::new());
     let csv_error = |error: csv::Error| {

@@ -155,6 +155,13 @@ impl LiveFolder {
 }
 
 impl TrainObserver for LiveFolder {
+    fn wants_step(&self) -> bool {
+        self.last_write
+            .lock()
+            .map(|last| last.is_none_or(|at| at.elapsed() >= STATUS_INTERVAL))
+            .unwrap_or(false)
+    }
+
     fn step(&self, status: &LiveStatus) {
         let Ok(mut last) = self.last_write.lock() else {
             return;

@@ -81,6 +81,11 @@ pub fn human_duration(seconds: f64) -> String {
 /// called after every optimiser step) and must not fail the training: they log their own
 /// errors.
 pub trait TrainObserver: Send + Sync + std::fmt::Debug {
+    /// Whether [`Self::step`] would use a status now; when it says no, the trainer does not
+    /// build one (the status is made after every step, so a throttled observer saves it).
+    fn wants_step(&self) -> bool {
+        true
+    }
     /// After an optimiser step.
     fn step(&self, status: &LiveStatus);
     /// After an epoch's validation, with the history so far.

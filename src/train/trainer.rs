@@ -300,7 +300,11 @@ pub fn run_training<B: AutodiffBackend>(
                 percent(session.progress.correct, session.progress.samples),
                 session.progress.samples as f64 / session.progress.train_seconds.max(1e-9),
             ));
-            if let Some(observer) = &job.observer {
+            if let Some(observer) = job
+                .observer
+                .as_ref()
+                .filter(|observer| observer.wants_step())
+            {
                 let meters = (
                     Some(session.progress.loss_sum / session.progress.samples.max(1) as f64),
                     Some(

@@ -11,9 +11,8 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use crate::common::{PROCESS_TIMEOUT, Workspace};
+use crate::common::{PROCESS_TIMEOUT, Workspace, wait_until_done};
 use crate::faults::small_workspace;
 
 /// ESC, which starts every colour and cursor sequence.
@@ -124,18 +123,7 @@ fn on_terminal(workspace: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Sc
         }
         bytes
     });
-    let deadline = Instant::now() + PROCESS_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("vilab did not finish within {PROCESS_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_until_done(&mut child, PROCESS_TIMEOUT);
     Screen {
         code: status.code().unwrap_or(-1),
         bytes: reader.join().expect("pty reader"),

@@ -125,10 +125,22 @@ pub fn wait(mut child: Child, timeout: Duration) -> Output {
         std::io::Read::read_to_end(&mut stderr_pipe, &mut bytes).ok();
         bytes
     });
+    let status = wait_until_done(&mut child, timeout);
+    let stdout = stdout_reader.join().expect("stdout reader");
+    let stderr = stderr_reader.join().expect("stderr reader");
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Waits for `child` to exit; kills it and panics when it runs past `timeout`.
+pub fn wait_until_done(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             child.kill().ok();
@@ -136,13 +148,6 @@ pub fn wait(mut child: Child, timeout: Duration) -> Output {
             panic!("vilab did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
-    let stdout = stdout_reader.join().expect("stdout reader");
-    let stderr = stderr_reader.join().expect("stderr reader");
-    Output {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::common::{Output, PROCESS_TIMEOUT, Workspace, entry_names, repo_root};
+use crate::common::{Output, PROCESS_TIMEOUT, Workspace, entry_names, repo_root, wait_until_done};
 
 /// A workspace whose `data/` holds the first `per_class` images (by name) of each of `classes`
 /// from `data1/`: a dataset that trains in a fraction of a second per epoch.
@@ -125,18 +125,7 @@ impl Watched {
 
     /// Waits for the process to end; panics when it runs past [`PROCESS_TIMEOUT`].
     pub fn finish(mut self) -> Output {
-        let deadline = Instant::now() + PROCESS_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("vilab did not finish within {PROCESS_TIMEOUT:?}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let status = wait_until_done(&mut self.child, PROCESS_TIMEOUT);
         let stderr = self.stderr.join().expect("stderr reader");
         let stdout = self.stdout.join().expect("stdout reader");
         Output {

@@ -86,6 +86,9 @@ SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job may start again once its old credential has expired: 120 s by default, 10 s
+# here so the requeue tests do not spend minutes waiting (tests/suite/slurm_requeue.rs).
+AuthInfo=cred_expire=10
 StateSaveLocation=$state_dir/state
 SlurmdSpoolDir=$state_dir/spool
 SlurmctldPidFile=$state_dir/slurmctld.pid

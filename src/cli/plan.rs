@@ -18,7 +18,7 @@ use crate::launcher::queue::TaskStatus;
 use crate::launcher::slurm::TaskView;
 use crate::pipeline::layout::{RunDir, RunState, experiment_dir};
 use crate::pipeline::plan::{Plan, StageStatus, plan_with_statuses};
-use crate::runner::sweep::{Sweep, TrialState, TrialView};
+use crate::runner::sweep::{Requeue, Sweep, TrialState, TrialView, describe_requeues};
 use crate::spec::LoadedSpec;
 use crate::train::live::LiveStatus;
 
@@ -152,6 +152,8 @@ struct TrialJson<'a> {
     stages: Vec<StageJson<'a>>,
     error: Option<&'a str>,
     slurm: Option<SlurmTaskJson>,
+    /// Each time its Slurm task went back to the queue, oldest first.
+    requeues: &'a [Requeue],
     /// The trial's `live/status.json` while it runs.
     live: Option<LiveStatus>,
 }
@@ -220,6 +222,7 @@ fn sweep_json<'a>(
                 stages: stages_json(&row.planned.plan, &row.planned.statuses),
                 error: row.error.as_deref(),
                 slurm: tasks.get(&row.trial.id).map(SlurmTaskJson::new),
+                requeues: &row.requeues,
                 live: (row.state == TrialState::Running)
                     .then(|| {
                         let experiment = sweep.dir.parent().unwrap_or(&sweep.dir);
@@ -395,6 +398,7 @@ fn sweep_status(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<u8> {
         planned,
         state,
         error,
+        requeues,
     } in &rows
     {
         let mut line = format!("{}  {:<8} {}", trial.id, state.as_str(), trial.describe());
@@ -413,6 +417,9 @@ fn sweep_status(args: &PlanArgs, spec: LoadedSpec) -> anyhow::Result<u8> {
             if let Some(error) = error {
                 line.push_str(&format!("; last attempt: {error}"));
             }
+        }
+        if let Some(requeued) = describe_requeues(requeues) {
+            line.push_str(&format!(" — {requeued}"));
         }
         if let Some(view) = tasks.get(&trial.id) {
             let slurm_state = view

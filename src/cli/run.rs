@@ -7,16 +7,18 @@
 //! (see [`crate::launcher::slurm`]), and the command returns once they are queued.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ExperimentArgs, shown_path, usage};
 use crate::launcher::local::{SweepOptions, narrowed_devices, run_sweep};
+use crate::launcher::requeue::TaskRequeue;
 use crate::launcher::slurm::{SlurmOptions, submit};
 use crate::pipeline::layout::{SUMMARY_MD, StageOutcome};
 use crate::progress::Reporter;
 use crate::runner::run::{RunOptions, RunOutcome, run_experiment};
-use crate::runner::sweep::{Sweep, run_trial};
+use crate::runner::sweep::{Sweep, error_text, interrupted_at, is_interrupt, run_trial};
 use crate::spec::sweep::describe_overrides;
 
 /// Arguments of `vilab run`.
@@ -75,17 +77,35 @@ pub struct SlurmArgs {
     /// A further sbatch argument, e.g. --sbatch-arg=--mem=8G (repeatable).
     #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub sbatch_args: Vec<String>,
+    /// Times a trial's task may requeue itself after its time-limit warning or a SIGTERM,
+    /// resuming from its checkpoint [default: 3]. With --trial inside a Slurm task (as the
+    /// batch script runs it): requeue this task on those signals.
+    #[arg(long, value_name = "N")]
+    pub max_requeues: Option<u32>,
+    /// Seconds before the time limit that Slurm warns a task (SIGUSR1), so it can finish its
+    /// step and save a checkpoint [default: 120].
+    #[arg(long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub signal_before: Option<u32>,
 }
 
+/// `--max-requeues` when not given.
+const DEFAULT_MAX_REQUEUES: u32 = 3;
+/// `--signal-before` when not given: room for a slow step and a checkpoint of a large model.
+const DEFAULT_SIGNAL_BEFORE: u32 = 120;
+
 impl SlurmArgs {
-    /// The first Slurm flag given, for the error when the launcher is local.
-    fn first_given(&self) -> Option<&'static str> {
+    /// The first Slurm flag given, for the error when the launcher is local; with `trial`,
+    /// the flags a task's command carries are allowed.
+    fn first_given(&self, trial: bool) -> Option<&'static str> {
         [
             ("--partition", self.partition.is_some()),
             ("--gpus-per-trial", self.gpus_per_trial.is_some()),
             ("--time", self.time.is_some()),
             ("--array-parallelism", self.array_parallelism.is_some()),
             ("--sbatch-arg", !self.sbatch_args.is_empty()),
+            ("--max-requeues", !trial && self.max_requeues.is_some()),
+            ("--signal-before", !trial && self.signal_before.is_some()),
         ]
         .into_iter()
         .find_map(|(flag, given)| given.then_some(flag))
@@ -98,6 +118,8 @@ impl SlurmArgs {
             time: self.time.clone(),
             array_parallelism: self.array_parallelism,
             sbatch_args: self.sbatch_args.clone(),
+            max_requeues: self.max_requeues.unwrap_or(DEFAULT_MAX_REQUEUES),
+            signal_before: self.signal_before.unwrap_or(DEFAULT_SIGNAL_BEFORE),
         }
     }
 }
@@ -135,8 +157,29 @@ pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result
     if let Some(query) = &args.trial {
         let trial = sweep.trial(query)?.clone();
         let extra = args.trial_devices.map(narrowed_devices).unwrap_or_default();
-        let outcome = run_trial(&sweep, &trial, &options, &extra, reporter)?;
-        report_run(&outcome, reporter);
+        // Inside a Slurm task started by the batch script: requeue on the time-limit warning
+        // and on preemption.
+        let requeue = args.slurm.max_requeues.and_then(|max| {
+            let before = args.slurm.signal_before.unwrap_or(DEFAULT_SIGNAL_BEFORE);
+            TaskRequeue::from_env(&sweep, &trial, max, Duration::from_secs(before.into()))
+        });
+        if let Some(requeue) = &requeue {
+            requeue.note_restarts()?;
+            requeue.install();
+        }
+        let result = run_trial(&sweep, &trial, &options, &extra, reporter);
+        if let (Err(error), Some(requeue), Some(signal)) =
+            (&result, &requeue, crate::interrupt::received())
+            && is_interrupt(error)
+        {
+            // The interrupt's own line comes first, as the error of this process.
+            eprintln!("error: {}", error_text(error));
+            if let Some(line) = requeue.requeue(signal, interrupted_at(error)) {
+                reporter.line(&line);
+            }
+            return Ok(EXIT_INTERRUPTED);
+        }
+        report_run(&result?, reporter);
         return Ok(EXIT_OK);
     }
     if args.launcher == Launcher::Slurm {
@@ -191,7 +234,7 @@ fn launcher_usage_error(args: &RunArgs) -> Option<String> {
     match args.launcher {
         Launcher::Local => args
             .slurm
-            .first_given()
+            .first_given(args.trial.is_some())
             .map(|flag| format!("{flag} needs --launcher slurm")),
         Launcher::Slurm if args.trial.is_some() => Some(
             "--trial runs one trial in this process; it does not go with --launcher slurm"

@@ -5,10 +5,12 @@
 //! trial processes on this machine. The
 //! Slurm launcher ([`slurm`]) hands the same commands to a Slurm cluster as one job array whose
 //! tasks all write to the same output root on a shared filesystem; [`queue`] asks Slurm how
-//! those tasks stand.
+//! those tasks stand, and [`requeue`] lets a task requeue itself when its time runs out or it
+//! is preempted.
 
 pub mod local;
 pub mod queue;
+pub mod requeue;
 pub mod slurm;
 
 use std::path::PathBuf;

@@ -13,6 +13,9 @@
 //! .slurm.lock                held while submitting or cancelling
 //! ```
 //!
+//! Each task asks Slurm for a warning before its time limit and may requeue itself, up to
+//! `--max-requeues` times, resuming from a checkpoint (see [`super::requeue`]).
+//!
 //! The script names the running vilab binary by its absolute path and changes to the folder
 //! `vilab run` was started in, so relative spec, data and output paths mean the same on the
 //! nodes; the nodes need the binary and the data at the same paths. The submitting process's
@@ -52,6 +55,10 @@ pub struct SlurmOptions {
     pub array_parallelism: Option<u32>,
     /// Further sbatch arguments, passed as given.
     pub sbatch_args: Vec<String>,
+    /// Times a task may requeue itself (see [`super::requeue`]).
+    pub max_requeues: u32,
+    /// Seconds before the time limit that Slurm warns a task (`--signal=B:USR1@N`).
+    pub signal_before: u32,
 }
 
 /// One `sbatch` of a sweep.
@@ -87,6 +94,9 @@ pub struct SlurmRecord {
     pub submissions: Vec<Submission>,
     /// Trial id ⇒ its latest task.
     pub trials: BTreeMap<String, TrialTask>,
+    /// Tasks `vilab cancel` cancelled: they must not requeue themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancelled: Vec<String>,
 }
 
 impl SlurmRecord {
@@ -321,7 +331,7 @@ pub fn submit(
 /// them.
 pub fn cancel(sweep: &Sweep) -> Result<Vec<String>, SlurmError> {
     let _lock = lock_sweep(sweep)?;
-    let Some(record) = SlurmRecord::read(sweep)? else {
+    let Some(mut record) = SlurmRecord::read(sweep)? else {
         return Ok(Vec::new());
     };
     let statuses = task_statuses(&record.tasks())?;
@@ -335,6 +345,14 @@ pub fn cancel(sweep: &Sweep) -> Result<Vec<String>, SlurmError> {
         (job.parse::<u64>().ok(), index.parse::<u64>().ok())
     });
     if !active.is_empty() {
+        // Recorded before the cancel: a running task that gets SIGTERM reads it and does not
+        // requeue itself.
+        for task in &active {
+            if !record.cancelled.contains(task) {
+                record.cancelled.push(task.clone());
+            }
+        }
+        record.write(sweep)?;
         slurm_command("scancel", &active)?;
     }
     Ok(active)
@@ -432,6 +450,14 @@ fn batch_script(inputs: &ScriptInputs<'_>) -> Result<String, SlurmError> {
     if let Some(gpus) = options.gpus_per_trial {
         lines.push(format!("#SBATCH --gres=gpu:{gpus}"));
     }
+    lines.push(
+        "# Before the time limit Slurm sends SIGUSR1 to vilab (the batch shell, once exec'd): it \
+         saves a checkpoint and requeues this task, which resumes from it; the log is appended."
+            .to_owned(),
+    );
+    lines.push(format!("#SBATCH --signal=B:USR1@{}", options.signal_before));
+    lines.push("#SBATCH --requeue".to_owned());
+    lines.push("#SBATCH --open-mode=append".to_owned());
     lines.push("set -euo pipefail".to_owned());
     lines.push(format!(
         "trial=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})",
@@ -459,6 +485,10 @@ fn batch_script(inputs: &ScriptInputs<'_>) -> Result<String, SlurmError> {
         })?;
         command.push(shell_word(text));
     }
+    command.push("--max-requeues".to_owned());
+    command.push(options.max_requeues.to_string());
+    command.push("--signal-before".to_owned());
+    command.push(options.signal_before.to_string());
     command.push("--trial".to_owned());
     command.push("\"$trial\"".to_owned());
     lines.push(command.join(" "));

@@ -167,6 +167,43 @@ pub struct TrialRecord {
     /// Wall time of the attempt.
     #[serde(default)]
     pub seconds: f64,
+    /// Every time a Slurm task of the trial went back to the queue, oldest first (kept from
+    /// attempt to attempt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requeues: Vec<Requeue>,
+}
+
+/// One time a trial's Slurm array task went back to the queue to carry on later (see
+/// [`crate::launcher::requeue`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requeue {
+    /// When, RFC 3339.
+    pub at: String,
+    /// The array task, `<job>_<index>`.
+    pub task: String,
+    /// Why: the signal's meaning (`time limit near (SIGUSR1)`, `terminated (SIGTERM)`) when
+    /// the task requeued itself, `requeued by Slurm` when Slurm did (preemption, a lost node,
+    /// `scontrol requeue`).
+    pub reason: String,
+    /// Whether the task requeued itself (these count against `--max-requeues`).
+    pub by_vilab: bool,
+    /// The epoch and step of the checkpoint it left, when it stopped while training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<(u32, u64)>,
+}
+
+/// `requeued 2× (last: time limit near (SIGUSR1) at epoch 3, step 5)`, or nothing.
+pub fn describe_requeues(requeues: &[Requeue]) -> Option<String> {
+    let last = requeues.last()?;
+    let at = last
+        .checkpoint
+        .map(|(epoch, step)| format!(" at epoch {epoch}, step {step}"))
+        .unwrap_or_default();
+    Some(format!(
+        "requeued {}× (last: {}{at})",
+        requeues.len(),
+        last.reason
+    ))
 }
 
 impl TrialRecord {
@@ -181,6 +218,7 @@ impl TrialRecord {
             started_at: now_rfc3339(),
             finished_at: None,
             seconds: 0.0,
+            requeues: Vec::new(),
         }
     }
 }
@@ -412,14 +450,15 @@ impl Sweep {
                 TrialState::Done => TrialState::Pending,
                 other => other,
             };
-            let error = record
-                .and_then(|record| record.status.error)
-                .filter(|_| state == TrialState::Failed);
+            let (error, requeues) = record
+                .map(|record| (record.status.error, record.requeues))
+                .unwrap_or_default();
             views.push(TrialView {
                 trial: trial.clone(),
                 planned,
                 state,
-                error,
+                error: error.filter(|_| state == TrialState::Failed),
+                requeues,
             });
         }
         Ok(views)
@@ -551,6 +590,8 @@ pub struct TrialView {
     pub state: TrialState,
     /// The error of its last attempt, when it failed.
     pub error: Option<String>,
+    /// Its Slurm requeues, oldest first.
+    pub requeues: Vec<Requeue>,
 }
 
 /// A trial's plan and the state of each of its stages.
@@ -621,6 +662,9 @@ pub fn run_trial(
     let previous = sweep.read_record(trial);
     let attempts = previous.as_ref().map_or(0, |record| record.attempts) + 1;
     let mut record = TrialRecord::attempt(trial, TrialState::Running, attempts);
+    record.requeues = previous
+        .map(|previous| previous.requeues)
+        .unwrap_or_default();
     sweep.write_record(&record)?;
     reporter.line(&format!("trial {}: {}", trial.id, trial.describe()));
     let result = sweep
@@ -654,8 +698,8 @@ pub fn run_trial(
     result
 }
 
-/// Whether a trial stopped because of Ctrl-C or SIGTERM rather than failed.
-fn is_interrupt(error: &SweepError) -> bool {
+/// Whether a trial stopped because of a signal rather than failed.
+pub fn is_interrupt(error: &SweepError) -> bool {
     matches!(
         error,
         SweepError::Run(RunError::Stage {
@@ -663,4 +707,20 @@ fn is_interrupt(error: &SweepError) -> bool {
             ..
         })
     )
+}
+
+/// The epoch and step of the checkpoint a trial stopped by a signal left.
+pub fn interrupted_at(error: &SweepError) -> Option<(u32, u64)> {
+    match error {
+        SweepError::Run(RunError::Stage {
+            error:
+                crate::stages::StageError::Train(crate::train::TrainError::Interrupted {
+                    epoch,
+                    step,
+                    ..
+                }),
+            ..
+        }) => Some((*epoch, *step)),
+        _ => None,
+    }
 }

@@ -55,6 +55,7 @@ mod model_init;
 mod model_params;
 mod report_plots;
 mod slurm_launcher;
+mod slurm_requeue;
 mod train_quickstart;
 mod train_resume;
 mod train_spec;

@@ -29,7 +29,7 @@ use crate::common::{
 const ARRAY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A tiny-model experiment on `data/` with a sweep section appended.
-fn sweep_spec(name: &str, batch_size: u32, sweep: &str) -> String {
+pub(crate) fn sweep_spec(name: &str, batch_size: u32, sweep: &str) -> String {
     format!(
         "name: {name}\n\
          seed: 42\n\
@@ -49,7 +49,7 @@ const FAILING_LIST: &str = "  list:\n    - {train.optimizer.lr: 1.0e4}\n    \
                             - {train.optimizer.lr: 1.0e-3}\n";
 
 /// Runs `vilab ARGS` in the workspace and checks the exit code.
-fn vilab(workspace: &Workspace, args: &[&str], code: i32) -> Output {
+pub(crate) fn vilab(workspace: &Workspace, args: &[&str], code: i32) -> Output {
     let output = workspace.vilab(args);
     output.assert_code(code).assert_no_panic();
     output
@@ -57,7 +57,7 @@ fn vilab(workspace: &Workspace, args: &[&str], code: i32) -> Output {
 
 /// Cancels what a test left queued in `out/` of its workspace, should it stop half-way, so
 /// that no held array outlives it.
-struct CancelOnDrop<'a>(&'a Workspace);
+pub(crate) struct CancelOnDrop<'a>(pub(crate) &'a Workspace);
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
@@ -96,7 +96,7 @@ fn cluster_unavailable() -> Option<String> {
 
 /// Prints why a test that needs Slurm does not run; true when it can run. With
 /// `VILAB_REQUIRE_SLURM=1` (CI) a missing cluster fails the test instead.
-fn cluster_ready(test: &str) -> bool {
+pub(crate) fn cluster_ready(test: &str) -> bool {
     match cluster_unavailable() {
         None => true,
         Some(reason) if std::env::var("VILAB_REQUIRE_SLURM").as_deref() == Ok("1") => {
@@ -109,13 +109,13 @@ fn cluster_ready(test: &str) -> bool {
     }
 }
 
-fn read_json(path: &Path) -> Value {
+pub(crate) fn read_json(path: &Path) -> Value {
     let text = std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     serde_json::from_slice(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
 /// The trials of a sweep.json as id ⇒ trial, and their ids in sweep order.
-fn trials(sweep_dir: &Path) -> (BTreeMap<String, Value>, Vec<String>) {
+pub(crate) fn trials(sweep_dir: &Path) -> (BTreeMap<String, Value>, Vec<String>) {
     let listed = read_json(&sweep_dir.join("sweep.json"))["trials"]
         .as_array()
         .expect("trials")
@@ -132,7 +132,7 @@ fn trials(sweep_dir: &Path) -> (BTreeMap<String, Value>, Vec<String>) {
 }
 
 /// The only sweep folder of experiment `name` below `out`.
-fn sweep_dir(out: &Path, name: &str) -> PathBuf {
+pub(crate) fn sweep_dir(out: &Path, name: &str) -> PathBuf {
     let folders: Vec<String> = entry_names(&out.join(name))
         .into_iter()
         .filter(|entry| entry.starts_with("sweep-"))
@@ -142,7 +142,7 @@ fn sweep_dir(out: &Path, name: &str) -> PathBuf {
 }
 
 /// The Slurm tasks of a job that `squeue` still lists, as `<job>_<index>` ⇒ state.
-fn queued_tasks(job: &str) -> BTreeMap<String, String> {
+pub(crate) fn queued_tasks(job: &str) -> BTreeMap<String, String> {
     let output = Command::new("squeue")
         .args([
             "--noheader",
@@ -167,7 +167,12 @@ fn queued_tasks(job: &str) -> BTreeMap<String, String> {
 
 /// Waits until Slurm lists no task of `job` any more (each has ended).
 fn wait_for_array(job: &str) {
-    let deadline = Instant::now() + ARRAY_TIMEOUT;
+    wait_for_array_within(job, ARRAY_TIMEOUT);
+}
+
+/// Waits until Slurm lists no task of `job` any more, at most `timeout`.
+pub(crate) fn wait_for_array_within(job: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
     loop {
         let queued = queued_tasks(job);
         if queued.is_empty() {
@@ -175,14 +180,14 @@ fn wait_for_array(job: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "job array {job} still has tasks after {ARRAY_TIMEOUT:?}: {queued:?}"
+            "job array {job} still has tasks after {timeout:?}: {queued:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
 /// The submissions recorded in `slurm.json`: job id and trial ids in task order.
-fn submissions(sweep_dir: &Path) -> Vec<(String, Vec<String>)> {
+pub(crate) fn submissions(sweep_dir: &Path) -> Vec<(String, Vec<String>)> {
     read_json(&sweep_dir.join("slurm.json"))["submissions"]
         .as_array()
         .expect("submissions")
@@ -335,9 +340,13 @@ fn without_sbatch_the_launcher_fails_in_one_line_after_writing_a_runnable_batch_
         "#SBATCH --partition=short".to_owned(),
         "#SBATCH --time=00:10:00".to_owned(),
         "#SBATCH --gres=gpu:1".to_owned(),
+        "#SBATCH --signal=B:USR1@120".to_owned(),
+        "#SBATCH --requeue".to_owned(),
+        "#SBATCH --open-mode=append".to_owned(),
         format!("cd {}", workspace_dir.display()),
         format!(
-            "exec {} run sweep.yaml --set train.batch_size=50 --out out --trial \"$trial\"",
+            "exec {} run sweep.yaml --set train.batch_size=50 --out out --max-requeues 3 \
+             --signal-before 120 --trial \"$trial\"",
             binary.display()
         ),
     ] {

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod idx;
 pub mod image;
+mod kernels;
 pub mod loader;
 pub mod manifest;
 pub mod mixup;

@@ -8,6 +8,7 @@
 //! the variant. Every transform works on `u8` pixels and rounds after each step, like
 //! torchvision on PIL images.
 
+use crate::data::kernels;
 use crate::field::FieldError;
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage};
@@ -612,58 +613,14 @@ fn random_crop(
 /// Rotates counter-clockwise by `degrees` about the image centre with bilinear sampling; source
 /// positions outside the image read as `fill`, which also softens the new corners' edges.
 fn rotate(image: &RgbImage, degrees: f64, fill: Rgb<u8>) -> RgbImage {
-    let (width, height) = image.dimensions();
-    let (width_len, height_len) = (width as i64, height as i64);
     let (sin, cos) = degrees.to_radians().sin_cos();
-    let center_x = (width as f64 - 1.0) / 2.0;
-    let center_y = (height as f64 - 1.0) / 2.0;
-    let raw = image.as_raw();
-    let fill = fill.0.map(f32::from);
-    let read = |x: i64, y: i64| -> [f32; 3] {
-        if (0..width_len).contains(&x) && (0..height_len).contains(&y) {
-            let start = (y * width_len + x) as usize * 3;
-            [raw[start], raw[start + 1], raw[start + 2]].map(f32::from)
-        } else {
-            fill
-        }
+    let mut rotated = RgbImage::new(image.width(), image.height());
+    let rotation = kernels::Rotation {
+        sin,
+        cos,
+        fill: fill.0,
     };
-    let mut rotated = RgbImage::new(width, height);
-    for (row, output_row) in rotated.chunks_exact_mut(width as usize * 3).enumerate() {
-        // Inverse mapping: the output pixel comes from the source rotated back by the angle
-        // (image rows grow downwards, hence the signs).
-        let offset_y = row as f64 - center_y;
-        for (column, pixel) in output_row.chunks_exact_mut(3).enumerate() {
-            let offset_x = column as f64 - center_x;
-            let source_x = center_x + offset_x * cos - offset_y * sin;
-            let source_y = center_y + offset_x * sin + offset_y * cos;
-            let (base_x, weight_x) = split_floor(source_x);
-            let (base_y, weight_y) = split_floor(source_y);
-            let [top_left, top_right, bottom_left, bottom_right] = if base_x >= 0
-                && base_y >= 0
-                && base_x + 1 < width_len
-                && base_y + 1 < height_len
-            {
-                // Interior: all four neighbours are in the image, read them directly.
-                let top = (base_y * width_len + base_x) as usize * 3;
-                let bottom = top + width as usize * 3;
-                let at = |start: usize| [raw[start], raw[start + 1], raw[start + 2]];
-                [at(top), at(top + 3), at(bottom), at(bottom + 3)].map(|p| p.map(f32::from))
-            } else {
-                [
-                    read(base_x, base_y),
-                    read(base_x + 1, base_y),
-                    read(base_x, base_y + 1),
-                    read(base_x + 1, base_y + 1),
-                ]
-            };
-            for (channel, level) in pixel.iter_mut().enumerate() {
-                let top = top_left[channel] + (top_right[channel] - top_left[channel]) * weight_x;
-                let bottom = bottom_left[channel]
-                    + (bottom_right[channel] - bottom_left[channel]) * weight_x;
-                *level = (top + (bottom - top) * weight_y + 0.5) as u8;
-            }
-        }
-    }
+    kernels::rotate(image, rotation, &mut rotated);
     rotated
 }
 
@@ -671,17 +628,6 @@ fn rotate(image: &RgbImage, degrees: f64, fill: Rgb<u8>) -> RgbImage {
 /// `round`, which compiles to a libm call on baseline x86-64 and dominated the per-pixel cost.
 fn to_level(value: f64) -> u8 {
     (value + 0.5) as u8
-}
-
-/// `(⌊value⌋, value − ⌊value⌋)` without the libm `floor` call.
-fn split_floor(value: f64) -> (i64, f32) {
-    let truncated = value as i64;
-    let floor = if (truncated as f64) > value {
-        truncated - 1
-    } else {
-        truncated
-    };
-    (floor, (value - floor as f64) as f32)
 }
 
 /// ITU-R 601-2 luma, the weights of PIL's `convert("L")` and torchvision's `rgb_to_grayscale`.
@@ -826,64 +772,14 @@ fn gaussian_kernel(kernel_size: usize, sigma: f64) -> Vec<f64> {
     kernel
 }
 
-/// Index into `0..length` for an offset past either edge, mirroring without repeating the edge
-/// (PyTorch's "reflect" padding), for any distance.
-fn reflect(index: i64, length: usize) -> usize {
-    if length == 1 {
-        return 0;
-    }
-    let period = 2 * (length as i64 - 1);
-    let folded = index.rem_euclid(period);
-    (if folded >= length as i64 {
-        period - folded
-    } else {
-        folded
-    }) as usize
-}
-
-/// Separable Gaussian blur: a horizontal pass over reflected-padded rows into floats, then a
-/// vertical pass rounded to u8. Each pass adds whole shifted rows, which the compiler vectorises.
+/// Separable Gaussian blur with reflected borders, rounded to u8 at the end.
 fn gaussian_blur(image: &RgbImage, kernel_size: usize, sigma: f64) -> RgbImage {
     let kernel: Vec<f32> = gaussian_kernel(kernel_size.max(1), sigma.max(f64::MIN_POSITIVE))
         .into_iter()
         .map(|weight| weight as f32)
         .collect();
-    let radius = kernel.len() / 2;
-    let (width, height) = (image.width() as usize, image.height() as usize);
-    let row_len = width * 3;
-    let raw = image.as_raw();
-    let mut padded = vec![0.0_f32; (width + 2 * radius) * 3];
-    let mut horizontal = vec![0.0_f32; raw.len()];
-    for (source_row, output_row) in raw
-        .chunks_exact(row_len)
-        .zip(horizontal.chunks_exact_mut(row_len))
-    {
-        for (position, padded_pixel) in padded.chunks_exact_mut(3).enumerate() {
-            let column = reflect(position as i64 - radius as i64, width);
-            for (value, &level) in padded_pixel.iter_mut().zip(&source_row[column * 3..]) {
-                *value = f32::from(level);
-            }
-        }
-        for (tap, &weight) in kernel.iter().enumerate() {
-            for (sum, &value) in output_row.iter_mut().zip(&padded[tap * 3..]) {
-                *sum += weight * value;
-            }
-        }
-    }
     let mut blurred = RgbImage::new(image.width(), image.height());
-    let mut sums = vec![0.0_f32; row_len];
-    for (row, output_row) in blurred.chunks_exact_mut(row_len).enumerate() {
-        sums.fill(0.0);
-        for (tap, &weight) in kernel.iter().enumerate() {
-            let source = reflect(row as i64 + tap as i64 - radius as i64, height);
-            for (sum, &value) in sums.iter_mut().zip(&horizontal[source * row_len..]) {
-                *sum += weight * value;
-            }
-        }
-        for (level, &sum) in output_row.iter_mut().zip(&sums) {
-            *level = (sum + 0.5) as u8;
-        }
-    }
+    kernels::blur(image, &kernel, &mut blurred);
     blurred
 }
 
@@ -1301,9 +1197,9 @@ mod tests {
             to_level(255.0 * kernel[0] * kernel[1])
         );
         assert_eq!(blurred.get_pixel(0, 0)[0], 0);
-        assert_eq!(reflect(-1, 5), 1);
-        assert_eq!(reflect(5, 5), 3);
-        assert_eq!(reflect(-9, 3), 1);
+        assert_eq!(kernels::reflect(-1, 5), 1);
+        assert_eq!(kernels::reflect(5, 5), 3);
+        assert_eq!(kernels::reflect(-9, 3), 1);
     }
 
     #[test]

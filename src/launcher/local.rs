@@ -30,6 +30,7 @@ use indicatif::ProgressBar;
 use serde_json::Value;
 
 use crate::files::now_rfc3339;
+use crate::pipeline::plan::ScanMemo;
 use crate::progress::Reporter;
 use crate::runner::run::RunOptions;
 use crate::runner::sweep::{Sweep, SweepError, TrialRecord, TrialState};
@@ -128,8 +129,9 @@ pub fn run_sweep(
     ));
     let mut outcome = SweepOutcome::default();
     let mut queue: VecDeque<&Trial> = VecDeque::new();
+    let scans = ScanMemo::default();
     for trial in &sweep.trials {
-        let planned = sweep.plan_trial(trial, &extra_for(0), options.run.plan)?;
+        let planned = sweep.plan_trial(trial, &extra_for(0), options.run.plan, &scans)?;
         if planned.complete {
             sweep.adopt(trial, &planned.plan.run_id)?;
             reporter.line(&format!(

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::SlurmError;
 use super::queue::{TaskStatus, slurm_command, task_statuses};
 use crate::files::write_atomic;
-use crate::pipeline::plan::PlanOptions;
+use crate::pipeline::plan::{PlanOptions, ScanMemo};
 use crate::progress::Reporter;
 use crate::runner::sweep::{Sweep, TrialState};
 use crate::spec::types::BackendKind;
@@ -221,8 +221,9 @@ pub fn submit(
         .map(crate::launcher::local::narrowed_devices)
         .unwrap_or_default();
     let mut outcome = SubmitOutcome::default();
+    let scans = ScanMemo::default();
     for trial in &sweep.trials {
-        let planned = sweep.plan_trial(trial, &extra, plan_options)?;
+        let planned = sweep.plan_trial(trial, &extra, plan_options, &scans)?;
         if planned.complete {
             sweep.adopt(trial, &planned.plan.run_id)?;
             outcome.done.push(trial.id.clone());

@@ -4,14 +4,15 @@
 //! the folders it reads, and its upstream stages' keys, never on their outputs. So `plan` and
 //! `status` can say what is cached and why something is stale without computing anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::cache::{Cache, EntryState};
 use super::fingerprint::{
-    FileRecord, Fingerprint, StoredFingerprint, digest_files, dirty_reason, spec_slice,
+    FileRecord, Fingerprint, InputDigest, StoredFingerprint, digest_files, dirty_reason, spec_slice,
 };
 use super::layout::previous_keys;
 use super::stage::StageKind;
@@ -141,9 +142,63 @@ fn stage_definitions() -> Vec<(StageKind, Vec<&'static str>, Vec<StageKind>)> {
     ]
 }
 
+/// The scans of one pass that plans many specs over the same folders (every trial of a
+/// sweep, for `vilab status` or a submission): each folder is listed, and with
+/// `--verify-data` hashed, once per pass instead of once per trial. A pass sees each folder
+/// as it was when first scanned, as a single plan does; the process that runs a trial plans it
+/// again from a fresh scan.
+#[derive(Debug, Default)]
+pub struct ScanMemo {
+    folders: Mutex<HashMap<(PathBuf, bool), Arc<ScannedFolder>>>,
+}
+
+/// A folder's scan with its file records and their digest.
+#[derive(Debug)]
+struct ScannedFolder {
+    scan: FolderScan,
+    records: Vec<FileRecord>,
+    digest: InputDigest,
+}
+
+impl ScanMemo {
+    fn folder(&self, path: &Path, exact: bool) -> Result<Arc<ScannedFolder>, DataError> {
+        let key = (path.to_path_buf(), exact);
+        if let Some(found) = self.lock().get(&key) {
+            return Ok(Arc::clone(found));
+        }
+        let scan = scan_image_folder(path)?;
+        let records = file_records(path, &scan, exact)?;
+        let digest = digest_files(if exact { "exact" } else { "fast" }, &records);
+        let folder = Arc::new(ScannedFolder {
+            scan,
+            records,
+            digest,
+        });
+        self.lock().insert(key, Arc::clone(&folder));
+        Ok(folder)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(PathBuf, bool), Arc<ScannedFolder>>> {
+        self.folders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Scans the input folders and computes every stage's key.
 pub fn build_plan(spec: &LoadedSpec, options: PlanOptions) -> Result<Plan, PlanError> {
+    build_plan_with(spec, options, &ScanMemo::default())
+}
+
+/// [`build_plan`] with the folder scans of `memo`.
+pub fn build_plan_with(
+    spec: &LoadedSpec,
+    options: PlanOptions,
+    memo: &ScanMemo,
+) -> Result<Plan, PlanError> {
     let mut inputs = Vec::new();
+    let mut listings: BTreeMap<String, Vec<FileRecord>> = BTreeMap::new();
+    let mut digests: BTreeMap<String, InputDigest> = BTreeMap::new();
     let data = &spec.spec.data;
     let folders = [
         ("data.root", Some(&data.root)),
@@ -153,24 +208,16 @@ pub fn build_plan(spec: &LoadedSpec, options: PlanOptions) -> Result<Plan, PlanE
     for (field, written) in folders {
         let Some(written) = written else { continue };
         let path = spec.resolve_path(written);
-        let scan = scan_image_folder(&path)?;
+        let folder = memo.folder(&path, options.verify_data)?;
+        listings.insert(field.to_owned(), folder.records.clone());
+        digests.insert(field.to_owned(), folder.digest.clone());
         inputs.push(ScannedInput {
             field,
             written: written.clone(),
             path,
-            scan,
+            scan: folder.scan.clone(),
         });
     }
-    let mode = if options.verify_data { "exact" } else { "fast" };
-    let listings: BTreeMap<String, Vec<FileRecord>> = inputs
-        .iter()
-        .map(|input| {
-            Ok((
-                input.field.to_owned(),
-                file_records(&input.path, &input.scan, options.verify_data)?,
-            ))
-        })
-        .collect::<Result<_, DataError>>()?;
 
     let mut stages: Vec<PlannedStage> = Vec::new();
     for (kind, fields, upstream) in stage_definitions() {
@@ -185,11 +232,7 @@ pub fn build_plan(spec: &LoadedSpec, options: PlanOptions) -> Result<Plan, PlanE
             .collect();
         // Only the split stage reads the folders' listings; the others see them through it.
         let (digests, input_files) = if kind == StageKind::Split {
-            let digests = listings
-                .iter()
-                .map(|(field, files)| (field.clone(), digest_files(mode, files)))
-                .collect();
-            (digests, listings.clone())
+            (digests.clone(), listings.clone())
         } else {
             (BTreeMap::new(), BTreeMap::new())
         };

@@ -47,7 +47,7 @@ use crate::integrity::short_id;
 use crate::pipeline::cache::Cache;
 use crate::pipeline::layout::{RunDir, SWEEP_FILE, experiment_dir, previous_keys};
 use crate::pipeline::plan::{
-    Plan, PlanError, PlanOptions, StageStatus, build_plan, stage_statuses,
+    Plan, PlanError, PlanOptions, ScanMemo, StageStatus, build_plan_with, stage_statuses,
 };
 use crate::progress::Reporter;
 use crate::spec::sweep::Trial;
@@ -437,13 +437,13 @@ impl Sweep {
         (state, record)
     }
 
-    /// Plans a trial and tells whether all of it is cached with its run folder written; the
     /// Every trial with its plan and its state: done when its run is complete on disk,
     /// otherwise what its record says (failed, running) or pending.
     pub fn trial_views(&self, options: PlanOptions) -> Result<Vec<TrialView>, SweepError> {
         let mut views = Vec::new();
+        let scans = ScanMemo::default();
         for trial in &self.trials {
-            let planned = self.plan_trial(trial, &[], options)?;
+            let planned = self.plan_trial(trial, &[], options, &scans)?;
             let (recorded, record) = self.recorded_state(trial);
             let state = match recorded {
                 _ if planned.complete => TrialState::Done,
@@ -464,15 +464,18 @@ impl Sweep {
         Ok(views)
     }
 
-    /// statuses say what is not (the reasons compare with the experiment's latest run).
+    /// Plans a trial and tells whether all of it is cached with its run folder written; the
+    /// statuses say what is not (the reasons compare with the experiment's latest run). A pass
+    /// over many trials shares one `scans`, so each data folder is scanned once.
     pub fn plan_trial(
         &self,
         trial: &Trial,
         extra: &[(String, Value)],
         options: PlanOptions,
+        scans: &ScanMemo,
     ) -> Result<TrialPlan, SweepError> {
         let spec = self.trial_spec(trial, extra)?;
-        let plan = build_plan(&spec, options)?;
+        let plan = build_plan_with(&spec, options, scans)?;
         let cache = Cache::new(&self.out);
         let statuses = stage_statuses(&plan, &cache, &previous_keys(&self.out, &spec));
         let complete = statuses.iter().all(|status| *status == StageStatus::Cached)

@@ -56,6 +56,7 @@ mod model_params;
 mod report_plots;
 mod slurm_launcher;
 mod slurm_requeue;
+mod slurm_scale;
 mod train_quickstart;
 mod train_resume;
 mod train_spec;

@@ -11,7 +11,7 @@ use vilab::cli::Cli;
 use vilab::progress::ColorChoice;
 
 fn main() -> ExitCode {
-    ignore_file_size_signal();
+    restore_signal_defaults();
     let args: Vec<OsString> = std::env::args_os().collect();
     // clap colours its help and errors itself, so it needs the choice before parsing; on
     // `auto` it checks the stream it writes to and honours NO_COLOR and TERM=dumb as we do.
@@ -107,13 +107,20 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     ExitCode::from(vilab::cli::EXIT_USAGE)
 }
 
+/// Two signals get their Unix command-line behaviour back.
+///
 /// A write past the file-size limit (`ulimit -f`) raises SIGXFSZ, which ends the process
 /// without a word by default. Ignored, the write fails with EFBIG instead, and the error is
 /// reported with the path like any other I/O error.
-fn ignore_file_size_signal() {
+///
+/// Rust ignores SIGPIPE, so `vilab status FILE | head -1` would make the next `println!` panic
+/// on the closed pipe. With the default action the process ends quietly, as `ls | head` does;
+/// output files are committed by atomic renames, so nothing is left half-written.
+fn restore_signal_defaults() {
     #[cfg(unix)]
-    // SAFETY: installing SIG_IGN for one signal at start-up, before any thread exists.
+    // SAFETY: setting the disposition of two signals at start-up, before any thread exists.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

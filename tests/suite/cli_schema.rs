@@ -119,3 +119,31 @@ fn every_experiment_points_at_the_schema_and_validates() {
         );
     }
 }
+
+/// `vilab schema | true`: when the reader has gone, vilab ends as `ls` would (killed by
+/// SIGPIPE, nothing on standard error) instead of panicking on the closed pipe.
+#[cfg(unix)]
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let mut child = crate::common::vilab_command(&repo_root(), &["schema"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vilab starts");
+    // Closed before vilab has built the schema, let alone printed it.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    let status = crate::common::wait_until_done(&mut child, crate::common::PROCESS_TIMEOUT);
+    assert_eq!(status.signal(), Some(13), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

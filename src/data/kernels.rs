@@ -122,15 +122,16 @@ impl RotationGeometry {
 
 /// Blurs `image` into `blurred` (same size) with the separable `kernel` (odd length) along rows
 /// and then columns, borders reflected, rounding half up to u8 at the end.
-pub(crate) fn blur(image: &RgbImage, kernel: &[f32], blurred: &mut RgbImage) {
+/// `rows` holds the intermediate floats between calls.
+pub(crate) fn blur(image: &RgbImage, kernel: &[f32], blurred: &mut RgbImage, rows: &mut Vec<f32>) {
     debug_assert_eq!(image.dimensions(), blurred.dimensions());
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 was detected on this processor just above.
-        unsafe { avx2::blur(image, kernel, blurred) };
+        unsafe { avx2::blur(image, kernel, blurred, rows) };
         return;
     }
-    blur_loops(image, kernel, blurred, |sums, levels| {
+    blur_loops(image, kernel, blurred, rows, |sums, levels| {
         for (level, sum) in levels.iter_mut().zip(sums) {
             *level = to_level(sum);
         }
@@ -154,6 +155,7 @@ fn blur_loops(
     image: &RgbImage,
     kernel: &[f32],
     blurred: &mut RgbImage,
+    rows: &mut Vec<f32>,
     to_levels: impl Fn([f32; LANES], &mut [u8]),
 ) {
     let radius = kernel.len() / 2;
@@ -161,7 +163,9 @@ fn blur_loops(
     let row_len = width * 3;
     let raw = image.as_raw();
     let mut padded = vec![0.0_f32; (width + 2 * radius) * 3];
-    let mut horizontal = vec![0.0_f32; raw.len()];
+    // Every value is overwritten below; `resize` only zeroes what the buffer lacked.
+    rows.resize(raw.len(), 0.0);
+    let horizontal = rows.as_mut_slice();
     for (source_row, output_row) in raw
         .chunks_exact(row_len)
         .zip(horizontal.chunks_exact_mut(row_len))
@@ -177,7 +181,9 @@ fn blur_loops(
         }
         let taps: Vec<&[f32]> = (0..kernel.len()).map(|tap| &padded[tap * 3..]).collect();
         convolve_row(kernel, &taps, output_row, |sums, values| {
-            values.copy_from_slice(&sums[..values.len()]);
+            for (value, sum) in values.iter_mut().zip(sums) {
+                *value = sum;
+            }
         });
     }
     for (row, output_row) in blurred.chunks_exact_mut(row_len).enumerate() {
@@ -237,6 +243,32 @@ pub(crate) fn reflect(index: i64, length: usize) -> usize {
     } else {
         folded
     }) as usize
+}
+
+/// Blends every pixel of `pixels` (RGB bytes) with its own grey level (ITU-R 601-2 luma, in
+/// `f64`): `factor·x + (1 − factor)·luma`, rounded half up and clamped to a level.
+pub(crate) fn saturate(pixels: &mut [u8], factor: f64) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 was detected on this processor just above.
+        unsafe { avx2::saturate(pixels, factor) };
+        return;
+    }
+    saturate_plain(pixels, factor);
+}
+
+fn saturate_plain(pixels: &mut [u8], factor: f64) {
+    for pixel in pixels.chunks_exact_mut(3) {
+        let gray = luma(pixel);
+        for value in pixel.iter_mut() {
+            *value = (factor * f64::from(*value) + (1.0 - factor) * gray + 0.5) as u8;
+        }
+    }
+}
+
+/// ITU-R 601-2 luma, the weights of PIL's `convert("L")` and torchvision's `rgb_to_grayscale`.
+pub(crate) fn luma(pixel: &[u8]) -> f64 {
+    0.299 * f64::from(pixel[0]) + 0.587 * f64::from(pixel[1]) + 0.114 * f64::from(pixel[2])
 }
 
 /// `(⌊value⌋, value − ⌊value⌋)` without the libm `floor` call.
@@ -426,9 +458,14 @@ mod avx2 {
     /// # Safety
     /// The processor must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn blur(image: &RgbImage, kernel: &[f32], blurred: &mut RgbImage) {
+    pub(super) unsafe fn blur(
+        image: &RgbImage,
+        kernel: &[f32],
+        blurred: &mut RgbImage,
+        rows: &mut Vec<f32>,
+    ) {
         let half = _mm256_set1_ps(0.5);
-        super::blur_loops(image, kernel, blurred, |sums, levels| {
+        super::blur_loops(image, kernel, blurred, rows, |sums, levels| {
             // SAFETY: `sums` is 32 readable bytes; the load has no alignment requirement.
             let sums = unsafe { _mm256_loadu_ps(sums.as_ptr()) };
             // Truncating, then saturating to [0, 255] when packing, is `to_level`'s clamp
@@ -443,6 +480,85 @@ mod avx2 {
             let count = levels.len();
             levels.copy_from_slice(&packed[..count]);
         });
+    }
+
+    /// [`super::saturate`] with AVX2, four pixels at a time in `f64` lanes.
+    ///
+    /// # Safety
+    /// The processor must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn saturate(pixels: &mut [u8], factor: f64) {
+        let red_weight = _mm256_set1_pd(0.299);
+        let green_weight = _mm256_set1_pd(0.587);
+        let blue_weight = _mm256_set1_pd(0.114);
+        let keep = _mm256_set1_pd(factor);
+        let blend = _mm256_set1_pd(1.0 - factor);
+        let half = _mm256_set1_pd(0.5);
+        // Bytes 3k + channel of the 16 loaded go to lane k of a 32-bit vector.
+        let spread = |channel: i8| {
+            _mm_setr_epi8(
+                channel,
+                -1,
+                -1,
+                -1,
+                channel + 3,
+                -1,
+                -1,
+                -1,
+                channel + 6,
+                -1,
+                -1,
+                -1,
+                channel + 9,
+                -1,
+                -1,
+                -1,
+            )
+        };
+        let (red_bytes, green_bytes, blue_bytes) = (spread(0), spread(1), spread(2));
+        // From [r0..r3 g0..g3 b0..b3 b0..b3] back to r0 g0 b0 r1 g1 b1 ...
+        let interleave = _mm_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, 12, 13, 14, 15);
+        // Twelve bytes are rewritten per step, sixteen read: stop while sixteen remain.
+        let blocks = pixels.len().saturating_sub(4) / 12;
+        for block in pixels.chunks_exact_mut(12).take(blocks) {
+            // SAFETY: `block` is followed by at least four more bytes of `pixels` (`blocks`
+            // leaves them), so the 16-byte load stays inside the slice.
+            let loaded = unsafe { _mm_loadu_si128(block.as_ptr().cast()) };
+            let channel = |mask: __m128i| _mm256_cvtepi32_pd(_mm_shuffle_epi8(loaded, mask));
+            let (red, green, blue) = (
+                channel(red_bytes),
+                channel(green_bytes),
+                channel(blue_bytes),
+            );
+            // The plain version's expressions, in its order.
+            let gray = _mm256_add_pd(
+                _mm256_add_pd(
+                    _mm256_mul_pd(red_weight, red),
+                    _mm256_mul_pd(green_weight, green),
+                ),
+                _mm256_mul_pd(blue_weight, blue),
+            );
+            let grey_part = _mm256_mul_pd(blend, gray);
+            let level = |value: __m256d| {
+                _mm256_cvttpd_epi32(_mm256_add_pd(
+                    _mm256_add_pd(_mm256_mul_pd(keep, value), grey_part),
+                    half,
+                ))
+            };
+            // Truncation, then saturation to [0, 255] while packing: the plain `as u8`.
+            let blue_level = level(blue);
+            let bytes = _mm_packus_epi16(
+                _mm_packs_epi32(level(red), level(green)),
+                _mm_packs_epi32(blue_level, blue_level),
+            );
+            let mut out = [0_u8; 16];
+            // SAFETY: `out` is 16 writable bytes; the store has no alignment requirement.
+            unsafe {
+                _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_shuffle_epi8(bytes, interleave))
+            };
+            block.copy_from_slice(&out[..12]);
+        }
+        super::saturate_plain(&mut pixels[blocks * 12..], factor);
     }
 
     /// [`super::split_floor`] for eight positions given as two halves: the floors as integers
@@ -512,14 +628,38 @@ mod tests {
                 let sum: f32 = kernel.iter().sum();
                 kernel.iter_mut().for_each(|weight| *weight /= sum);
                 let mut fast = RgbImage::new(width, height);
-                blur(&image, &kernel, &mut fast);
+                blur(&image, &kernel, &mut fast, &mut Vec::new());
                 let mut plain = RgbImage::new(width, height);
-                blur_loops(&image, &kernel, &mut plain, |sums, levels| {
-                    for (level, sum) in levels.iter_mut().zip(sums) {
-                        *level = to_level(sum);
-                    }
-                });
+                blur_loops(
+                    &image,
+                    &kernel,
+                    &mut plain,
+                    &mut Vec::new(),
+                    |sums, levels| {
+                        for (level, sum) in levels.iter_mut().zip(sums) {
+                            *level = to_level(sum);
+                        }
+                    },
+                );
                 assert_eq!(fast, plain, "{width}×{height} with {size} taps");
+            }
+        }
+    }
+
+    /// Both versions on every factor the jitter can draw (and beyond), at lengths that leave
+    /// every remainder: bit-identical.
+    #[test]
+    fn saturation_versions_agree_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for pixels in [0, 1, 4, 5, 6, 9, 50, 224 * 224] {
+            let mut original = vec![0_u8; pixels * 3];
+            rng.fill(original.as_mut_slice());
+            for factor in [0.0, 0.5, 1.0, 1.5, 3.0, rng.random_range(0.0..2.0)] {
+                let mut fast = original.clone();
+                saturate(&mut fast, factor);
+                let mut plain = original.clone();
+                saturate_plain(&mut plain, factor);
+                assert_eq!(fast, plain, "{pixels} pixels, factor {factor}");
             }
         }
     }

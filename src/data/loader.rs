@@ -32,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::error::DataError;
 use crate::data::mixup::{MixMode, MixupConfig, smooth_targets};
 use crate::data::pack::{CHANNELS, PackedSplit};
-use crate::data::transforms::{Transform, apply_pipeline, sample_rng};
+use crate::data::transforms::{Scratch, Transform, apply_pipeline_with, sample_rng};
 
 /// How one epoch of one split is turned into batches.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,16 +362,21 @@ fn run_worker(
     }
 }
 
-/// Builds batches for one thread, reusing its input image between samples.
+/// Builds batches for one thread, reusing its image buffers between samples.
 struct BatchBuilder {
     plan: Arc<EpochPlan>,
-    input: RgbImage,
+    /// The last sample's output, whose buffer takes the next sample's pixels.
+    input: Vec<u8>,
+    scratch: Scratch,
 }
 
 impl BatchBuilder {
     fn new(plan: Arc<EpochPlan>) -> BatchBuilder {
-        let input = RgbImage::new(plan.pack.width() as u32, plan.pack.height() as u32);
-        BatchBuilder { plan, input }
+        BatchBuilder {
+            plan,
+            input: Vec::new(),
+            scratch: Scratch::default(),
+        }
     }
 
     /// Batch `batch_index` of the epoch, or `None` when `stop` was raised meanwhile.
@@ -437,10 +442,23 @@ impl BatchBuilder {
             return;
         }
         let config = &plan.config;
-        self.input.copy_from_slice(bytes);
+        let mut buffer = std::mem::take(&mut self.input);
+        buffer.clear();
+        buffer.extend_from_slice(bytes);
+        let (width, height) = (plan.pack.width() as u32, plan.pack.height() as u32);
+        let Some(input) = RgbImage::from_raw(width, height, buffer) else {
+            unreachable!("a pack image is height × width × 3 bytes");
+        };
         let mut rng = sample_rng(config.seed, plan.epoch, index as u64);
-        let image = apply_pipeline(&config.transforms, &self.input, config.image_size, &mut rng);
+        let image = apply_pipeline_with(
+            &config.transforms,
+            input,
+            config.image_size,
+            &mut rng,
+            &mut self.scratch,
+        );
         plan.table.write_chw(image.as_raw(), out);
+        self.input = image.into_raw();
     }
 }
 

@@ -226,15 +226,61 @@ pub fn apply_pipeline(
     output_size: u32,
     rng: &mut ChaCha8Rng,
 ) -> RgbImage {
+    apply_pipeline_with(
+        transforms,
+        image.clone(),
+        output_size,
+        rng,
+        &mut Scratch::default(),
+    )
+}
+
+/// [`apply_pipeline`] on an owned image, reusing `scratch`'s buffers: a caller that hands the
+/// result back as the next sample's input (the loader) allocates nothing per sample.
+pub fn apply_pipeline_with(
+    transforms: &[Transform],
+    image: RgbImage,
+    output_size: u32,
+    rng: &mut ChaCha8Rng,
+    scratch: &mut Scratch,
+) -> RgbImage {
     let output_size = output_size.max(1);
-    let mut current = image.clone();
+    let mut current = image;
     for transform in transforms {
-        current = transform.apply(current, output_size, rng);
+        current = transform.apply_with(current, output_size, rng, scratch);
     }
     if current.dimensions() != (output_size, output_size) {
         current = imageops::resize(&current, output_size, output_size, FilterType::Triangle);
     }
     current
+}
+
+/// Buffers the transforms reuse from one sample to the next.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// An image buffer to write the next out-of-place result into.
+    spare: Vec<u8>,
+    /// The blur's intermediate rows.
+    blur: Vec<f32>,
+}
+
+impl Scratch {
+    /// A `width`×`height` image over the spare buffer (its pixels are stale, not zero: every
+    /// caller overwrites all of them).
+    fn take_image(&mut self, width: u32, height: u32) -> RgbImage {
+        let mut buffer = std::mem::take(&mut self.spare);
+        buffer.resize(width as usize * height as usize * 3, 0);
+        match RgbImage::from_raw(width, height, buffer) {
+            Some(image) => image,
+            // `from_raw` accepts any buffer of at least that length, which `resize` made.
+            None => RgbImage::new(width, height),
+        }
+    }
+
+    /// Keeps `image`'s buffer for a later [`Scratch::take_image`].
+    fn give_back(&mut self, image: RgbImage) {
+        self.spare = image.into_raw();
+    }
 }
 
 /// Writes `image` as `[3, height, width]` floats `(x/255 − mean)/std` into `out`.
@@ -384,6 +430,17 @@ impl Transform {
     /// `random_resized_crop` and by `random_crop` without a size. Draws from `rng` in a fixed
     /// order, so a given RNG state always gives the same image.
     pub fn apply(&self, image: RgbImage, output_size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
+        self.apply_with(image, output_size, rng, &mut Scratch::default())
+    }
+
+    /// [`Transform::apply`], reusing `scratch`'s buffers.
+    pub fn apply_with(
+        &self,
+        image: RgbImage,
+        output_size: u32,
+        rng: &mut ChaCha8Rng,
+        scratch: &mut Scratch,
+    ) -> RgbImage {
         match self {
             Transform::Resize(resize) => resize_to(image, resize.size),
             Transform::RandomResizedCrop(crop) => {
@@ -412,12 +469,24 @@ impl Transform {
             }
             Transform::Rotation(rotation) => {
                 let angle = uniform(rng, -rotation.degrees, rotation.degrees);
-                rotate(&image, angle, rotation.fill.pixel())
+                let mut rotated = scratch.take_image(image.width(), image.height());
+                rotate_into(&image, angle, rotation.fill.pixel(), &mut rotated);
+                scratch.give_back(image);
+                rotated
             }
             Transform::ColorJitter(jitter) => color_jitter(image, jitter, rng),
             Transform::GaussianBlur(blur) => {
                 let sigma = uniform(rng, blur.sigma[0], blur.sigma[1]);
-                gaussian_blur(&image, blur.kernel_size as usize, sigma)
+                let mut blurred = scratch.take_image(image.width(), image.height());
+                gaussian_blur_into(
+                    &image,
+                    blur.kernel_size as usize,
+                    sigma,
+                    &mut blurred,
+                    &mut scratch.blur,
+                );
+                scratch.give_back(image);
+                blurred
             }
             Transform::Cutout(cutout) => {
                 let mut image = image;
@@ -612,27 +681,28 @@ fn random_crop(
 
 /// Rotates counter-clockwise by `degrees` about the image centre with bilinear sampling; source
 /// positions outside the image read as `fill`, which also softens the new corners' edges.
+#[cfg(test)]
 fn rotate(image: &RgbImage, degrees: f64, fill: Rgb<u8>) -> RgbImage {
-    let (sin, cos) = degrees.to_radians().sin_cos();
     let mut rotated = RgbImage::new(image.width(), image.height());
+    rotate_into(image, degrees, fill, &mut rotated);
+    rotated
+}
+
+/// [`rotate`] into an image of the same size.
+fn rotate_into(image: &RgbImage, degrees: f64, fill: Rgb<u8>, rotated: &mut RgbImage) {
+    let (sin, cos) = degrees.to_radians().sin_cos();
     let rotation = kernels::Rotation {
         sin,
         cos,
         fill: fill.0,
     };
-    kernels::rotate(image, rotation, &mut rotated);
-    rotated
+    kernels::rotate(image, rotation, rotated);
 }
 
 /// Rounds half up and clamps to a level: `as` saturates (and maps NaN to 0). Written without
 /// `round`, which compiles to a libm call on baseline x86-64 and dominated the per-pixel cost.
 fn to_level(value: f64) -> u8 {
     (value + 0.5) as u8
-}
-
-/// ITU-R 601-2 luma, the weights of PIL's `convert("L")` and torchvision's `rgb_to_grayscale`.
-fn luma(pixel: &[u8]) -> f64 {
-    0.299 * pixel[0] as f64 + 0.587 * pixel[1] as f64 + 0.114 * pixel[2] as f64
 }
 
 /// torchvision's `ColorJitter.forward`: a random order of the four adjustments, then each
@@ -650,62 +720,101 @@ fn color_jitter(mut image: RgbImage, jitter: &ColorJitter, rng: &mut ChaCha8Rng)
     let contrast = factor(jitter.contrast);
     let saturation = factor(jitter.saturation);
     let hue = (jitter.hue > 0.0).then(|| uniform(rng, -jitter.hue, jitter.hue));
+    let mut levels = PendingLevels::new(&mut image);
     for adjustment in order {
-        match adjustment {
-            0 => {
-                if let Some(brightness) = brightness {
-                    adjust_brightness(&mut image, brightness);
-                }
-            }
-            1 => {
-                if let Some(contrast) = contrast {
-                    adjust_contrast(&mut image, contrast);
-                }
-            }
-            2 => {
-                if let Some(saturation) = saturation {
-                    adjust_saturation(&mut image, saturation);
-                }
-            }
-            _ => {
-                if let Some(hue) = hue {
-                    adjust_hue(&mut image, hue);
-                }
-            }
+        match (adjustment, brightness, contrast, saturation, hue) {
+            (0, Some(brightness), ..) => levels.brighten(brightness),
+            (1, _, Some(contrast), ..) => levels.contrast(contrast),
+            (2, _, _, Some(saturation), _) => kernels::saturate(levels.apply(), saturation),
+            (3, .., Some(hue)) => adjust_hue(levels.apply_image(), hue),
+            _ => {}
         }
     }
+    levels.apply();
     image
 }
 
+/// An image with a per-level mapping not yet applied: brightness and contrast map every channel
+/// level through a table, so consecutive ones compose into one table, applied to the pixels once
+/// (the contrast's mean luma reads the pixels through the table). Each table entry is what
+/// mapping the level step by step gives, so the result is the same as applying them one by one.
+struct PendingLevels<'a> {
+    image: &'a mut RgbImage,
+    table: Option<[u8; 256]>,
+}
+
+impl<'a> PendingLevels<'a> {
+    fn new(image: &'a mut RgbImage) -> PendingLevels<'a> {
+        PendingLevels { image, table: None }
+    }
+
+    /// Blend with black: `factor · x`.
+    fn brighten(&mut self, factor: f64) {
+        self.map(|level| level * factor);
+    }
+
+    /// Blend with the mean grey level of the whole image.
+    fn contrast(&mut self, factor: f64) {
+        let pixel_count = (self.image.width() as f64 * self.image.height() as f64).max(1.0);
+        let pixels = self.image.as_raw().chunks_exact(3);
+        let sum = match &self.table {
+            None => pixels.map(kernels::luma).sum::<f64>(),
+            Some(table) => pixels
+                .map(|pixel| {
+                    kernels::luma(
+                        &[pixel[0], pixel[1], pixel[2]].map(|level| table[usize::from(level)]),
+                    )
+                })
+                .sum::<f64>(),
+        };
+        let mean = sum / pixel_count;
+        self.map(|level| factor * level + (1.0 - factor) * mean);
+    }
+
+    /// Composes `mapping` (rounded half up to a level) after the pending table.
+    fn map(&mut self, mapping: impl Fn(f64) -> f64) {
+        let step: [u8; 256] = std::array::from_fn(|level| to_level(mapping(level as f64)));
+        self.table = Some(match &self.table {
+            None => step,
+            Some(table) => table.map(|level| step[usize::from(level)]),
+        });
+    }
+
+    /// The pixels with the pending table applied.
+    fn apply(&mut self) -> &mut [u8] {
+        self.apply_image()
+    }
+
+    fn apply_image(&mut self) -> &mut RgbImage {
+        if let Some(table) = self.table.take() {
+            for value in self.image.iter_mut() {
+                *value = table[usize::from(*value)];
+            }
+        }
+        self.image
+    }
+}
+
 /// Blend with black: `factor · x`.
+#[cfg(test)]
 fn adjust_brightness(image: &mut RgbImage, factor: f64) {
-    remap_levels(image, |level| level * factor);
+    let mut levels = PendingLevels::new(image);
+    levels.brighten(factor);
+    levels.apply();
 }
 
 /// Blend with the mean grey level of the whole image.
+#[cfg(test)]
 fn adjust_contrast(image: &mut RgbImage, factor: f64) {
-    let pixel_count = (image.width() as f64 * image.height() as f64).max(1.0);
-    let mean = image.as_raw().chunks_exact(3).map(luma).sum::<f64>() / pixel_count;
-    remap_levels(image, |level| factor * level + (1.0 - factor) * mean);
-}
-
-/// Applies a per-level mapping through a 256-entry table: the same result as mapping each byte,
-/// at a fraction of the cost.
-fn remap_levels(image: &mut RgbImage, mapping: impl Fn(f64) -> f64) {
-    let table: [u8; 256] = std::array::from_fn(|level| to_level(mapping(level as f64)));
-    for value in image.iter_mut() {
-        *value = table[*value as usize];
-    }
+    let mut levels = PendingLevels::new(image);
+    levels.contrast(factor);
+    levels.apply();
 }
 
 /// Blend each pixel with its own grey level.
+#[cfg(test)]
 fn adjust_saturation(image: &mut RgbImage, factor: f64) {
-    for pixel in image.chunks_exact_mut(3) {
-        let gray = luma(pixel);
-        for value in pixel.iter_mut() {
-            *value = to_level(factor * *value as f64 + (1.0 - factor) * gray);
-        }
-    }
+    kernels::saturate(image, factor);
 }
 
 /// Rotate the hue by `shift` turns through HSV, as torchvision's `adjust_hue`.
@@ -773,14 +882,26 @@ fn gaussian_kernel(kernel_size: usize, sigma: f64) -> Vec<f64> {
 }
 
 /// Separable Gaussian blur with reflected borders, rounded to u8 at the end.
+#[cfg(test)]
 fn gaussian_blur(image: &RgbImage, kernel_size: usize, sigma: f64) -> RgbImage {
+    let mut blurred = RgbImage::new(image.width(), image.height());
+    gaussian_blur_into(image, kernel_size, sigma, &mut blurred, &mut Vec::new());
+    blurred
+}
+
+/// [`gaussian_blur`] into an image of the same size, `rows` holding the intermediate floats.
+fn gaussian_blur_into(
+    image: &RgbImage,
+    kernel_size: usize,
+    sigma: f64,
+    blurred: &mut RgbImage,
+    rows: &mut Vec<f32>,
+) {
     let kernel: Vec<f32> = gaussian_kernel(kernel_size.max(1), sigma.max(f64::MIN_POSITIVE))
         .into_iter()
         .map(|weight| weight as f32)
         .collect();
-    let mut blurred = RgbImage::new(image.width(), image.height());
-    kernels::blur(image, &kernel, &mut blurred);
-    blurred
+    kernels::blur(image, &kernel, blurred, rows);
 }
 
 fn paint_holes(image: &mut RgbImage, cutout: &Cutout, rng: &mut ChaCha8Rng) {
@@ -1064,6 +1185,82 @@ mod tests {
                 jitter.apply(image.clone(), 9, &mut sample_rng(0, 0, index)),
                 image
             );
+        }
+    }
+
+    /// The fused jitter (composed level tables, the vector saturation) against the adjustments
+    /// applied one at a time as written in their definitions, on the same random draws.
+    #[test]
+    fn color_jitter_matches_the_adjustments_applied_one_by_one() {
+        fn remap(image: &mut RgbImage, mapping: impl Fn(f64) -> f64) {
+            for value in image.iter_mut() {
+                *value = to_level(mapping(f64::from(*value)));
+            }
+        }
+        fn luma(pixel: &[u8]) -> f64 {
+            0.299 * pixel[0] as f64 + 0.587 * pixel[1] as f64 + 0.114 * pixel[2] as f64
+        }
+        fn reference(mut image: RgbImage, jitter: &ColorJitter, rng: &mut ChaCha8Rng) -> RgbImage {
+            let mut order = [0_usize, 1, 2, 3];
+            for index in (1..order.len()).rev() {
+                let other = rng.random_range(0..=index);
+                order.swap(index, other);
+            }
+            let mut factor = |amount: f64| -> Option<f64> {
+                (amount > 0.0).then(|| uniform(rng, (1.0 - amount).max(0.0), 1.0 + amount))
+            };
+            let brightness = factor(jitter.brightness);
+            let contrast = factor(jitter.contrast);
+            let saturation = factor(jitter.saturation);
+            let hue = (jitter.hue > 0.0).then(|| uniform(rng, -jitter.hue, jitter.hue));
+            for adjustment in order {
+                match (adjustment, brightness, contrast, saturation, hue) {
+                    (0, Some(factor), ..) => remap(&mut image, |level| level * factor),
+                    (1, _, Some(factor), ..) => {
+                        let count = f64::from(image.width() * image.height());
+                        let mean = image.as_raw().chunks_exact(3).map(luma).sum::<f64>() / count;
+                        remap(&mut image, |level| factor * level + (1.0 - factor) * mean);
+                    }
+                    (2, _, _, Some(factor), _) => {
+                        for pixel in image.chunks_exact_mut(3) {
+                            let gray = luma(pixel);
+                            for value in pixel.iter_mut() {
+                                *value = to_level(factor * *value as f64 + (1.0 - factor) * gray);
+                            }
+                        }
+                    }
+                    (3, .., Some(shift)) => adjust_hue(&mut image, shift),
+                    _ => {}
+                }
+            }
+            image
+        }
+        let image = test_image(37, 29);
+        for jitter in [
+            ColorJitter {
+                brightness: 0.5,
+                contrast: 0.5,
+                saturation: 0.5,
+                hue: 0.0,
+            },
+            ColorJitter {
+                brightness: 0.9,
+                contrast: 0.8,
+                saturation: 0.0,
+                hue: 0.1,
+            },
+            ColorJitter {
+                brightness: 0.0,
+                contrast: 0.4,
+                saturation: 1.0,
+                hue: 0.2,
+            },
+        ] {
+            for index in 0..60 {
+                let fused = color_jitter(image.clone(), &jitter, &mut sample_rng(4, 1, index));
+                let expected = reference(image.clone(), &jitter, &mut sample_rng(4, 1, index));
+                assert_eq!(fused, expected, "{jitter:?}, sample {index}");
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! Run by hand: `cargo bench --bench sequence` (criterion filters work: `-- chunkwise`). With
 //! `SEQUENCE_PLOT=docs/sequence_length.png` set it also draws time and memory against the token
-//! count for both forms into that file. The figures feed `chunkwise::CHUNKWISE_MIN_TOKENS`.
+//! count for both forms into that file. The figures feed `chunkwise::CPU_CHUNKWISE_MIN_TOKENS`.
 //!
 //! Peak memory is counted by a global allocator that tracks the bytes live at any moment: the
 //! peak above the bytes live before one forward + backward, inputs included, measured on one

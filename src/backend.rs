@@ -40,6 +40,15 @@ pub fn cuda_device(index: usize) -> burn::backend::cuda::CudaDevice {
 /// Whether this binary was built with the CUDA backend.
 pub const CUDA_AVAILABLE: bool = cfg!(feature = "cuda");
 
+/// The backends this binary has, and how its GPU backends were built (`vilab --version`,
+/// `vilab bench`).
+#[cfg(feature = "cuda")]
+pub const BUILT_WITH: &str = "backends: cpu, cuda (fusion, autotune)";
+/// The backends this binary has, and how its GPU backends were built (`vilab --version`,
+/// `vilab bench`).
+#[cfg(not(feature = "cuda"))]
+pub const BUILT_WITH: &str = "backends: cpu";
+
 /// Compute backend.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,

@@ -64,6 +64,8 @@ struct BenchJson<'a> {
     classes: usize,
     precision: Precision,
     backend: BackendKind,
+    /// The backends this binary has and how they were built (as `vilab --version` says).
+    built_with: &'static str,
     devices: &'a [u32],
     steps: usize,
     warmup: usize,
@@ -140,6 +142,7 @@ fn bench_json<'a>(
         classes: config.num_classes,
         precision: args.precision,
         backend: args.backend,
+        built_with: crate::backend::BUILT_WITH,
         devices: &args.devices,
         steps: args.steps,
         warmup: args.warmup,
@@ -190,4 +193,5 @@ fn report(config: &VilConfig, args: &BenchArgs, throughput: &Throughput) {
         ),
         Err(error) => println!("peak memory  unknown ({error})"),
     }
+    println!("build        {}", crate::backend::BUILT_WITH);
 }

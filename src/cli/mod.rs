@@ -35,10 +35,15 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code after an interruption (Ctrl-C, SIGTERM).
 pub use crate::interrupt::EXIT_INTERRUPTED;
 
-/// `vilab --version`: the version and the compute backends this binary was built with.
+/// `vilab --version`: the version and the compute backends this binary was built with
+/// ([`crate::backend::BUILT_WITH`]).
 #[cfg(feature = "cuda")]
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backends: cpu, cuda)");
-/// `vilab --version`: the version and the compute backends this binary was built with.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (backends: cpu, cuda (fusion, autotune))"
+);
+/// `vilab --version`: the version and the compute backends this binary was built with
+/// ([`crate::backend::BUILT_WITH`]).
 #[cfg(not(feature = "cuda"))]
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backends: cpu)");
 

@@ -26,7 +26,24 @@ use super::mlstm::cumulative_rounding_error;
 /// interpolating between 144 and 196 puts the crossover near 170 tokens. Peak memory is already
 /// lower from 100 tokens on (1.3 vs 1.5 MiB; 45 vs 1,100 MiB at 3136). A faster parallel kernel
 /// moves the crossover up, so re-measure after changing either form.
-pub const CHUNKWISE_MIN_TOKENS: usize = 170;
+pub const CPU_CHUNKWISE_MIN_TOKENS: usize = 170;
+
+/// The same switch on GPU backends (CUDA, and any other burn backend than the CPU one): not
+/// measured yet, so the parallel form, whose S×S products are what GPUs are built for, is used
+/// for every image of the usual sizes (196 tokens at 224², 576 at 384²). From 1,024 tokens its
+/// S² intermediates (4 MiB per head and image at 1,024, kept for the backward pass in every
+/// layer) make memory the limit, and the chunkwise form takes over. `scripts/gpu-check.sh`
+/// times both forms on the device; move this to the crossover it reports.
+pub const GPU_CHUNKWISE_MIN_TOKENS: usize = 1024;
+
+/// Token count from which the layer uses the chunkwise form on `device`'s backend.
+pub fn chunkwise_min_tokens<B: Backend>(device: &B::Device) -> usize {
+    if B::name(device).contains("ndarray") {
+        CPU_CHUNKWISE_MIN_TOKENS
+    } else {
+        GPU_CHUNKWISE_MIN_TOKENS
+    }
+}
 
 /// Chunk length used when the layer picks the chunkwise form: large enough that the per-chunk
 /// matrix products stay efficient, small enough that the S·chunk intermediates stay small.
@@ -192,5 +209,23 @@ fn next_state<B: Backend>(
         memory,
         normaliser,
         stabiliser: shifted_max + last_rounding,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_backend_switches_at_its_measured_crossover_with_or_without_autodiff() {
+        let device = crate::backend::cpu_device();
+        assert_eq!(
+            chunkwise_min_tokens::<crate::backend::Cpu>(&device),
+            CPU_CHUNKWISE_MIN_TOKENS
+        );
+        assert_eq!(
+            chunkwise_min_tokens::<crate::backend::CpuTrain>(&device),
+            CPU_CHUNKWISE_MIN_TOKENS
+        );
     }
 }

@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, activation, backend::Backend};
 
-use super::chunkwise::{CHUNKWISE_MIN_TOKENS, DEFAULT_CHUNK, chunkwise_stabilized};
+use super::chunkwise::{DEFAULT_CHUNK, chunkwise_min_tokens, chunkwise_stabilized};
 use super::init;
 use super::layers::MultiHeadLayerNorm;
 
@@ -75,9 +75,9 @@ impl<B: Backend> MatrixLstmCell<B> {
     ) -> Tensor<B, 2> {
         let [batch, heads, tokens, head_dim] = query.dims();
         let [input_gate, forget_gate] = self.gate_preactivations(&query, &key_transposed, &value);
-        // Above the measured crossover the chunkwise form is faster and its memory grows with
-        // S·chunk instead of S².
-        let hidden = if tokens >= CHUNKWISE_MIN_TOKENS {
+        // Above the crossover of this backend the chunkwise form is faster and its memory
+        // grows with S·chunk instead of S².
+        let hidden = if tokens >= chunkwise_min_tokens::<B>(&query.device()) {
             chunkwise_stabilized(
                 query,
                 key_transposed.swap_dims(2, 3),

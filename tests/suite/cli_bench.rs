@@ -86,7 +86,7 @@ fn the_version_and_a_missing_backend_name_the_backends_the_binary_has() {
     let version = workspace.vilab(&["--version"]);
     version.assert_code(0);
     let backends = if cfg!(feature = "cuda") {
-        "cpu, cuda"
+        "cpu, cuda (fusion, autotune)"
     } else {
         "cpu"
     };

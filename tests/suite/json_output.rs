@@ -517,6 +517,14 @@ fn bench_json_has_positive_figures_and_model_infos_flops() {
     assert_eq!(text(&document, "precision"), "f32");
     assert_eq!(text(&document, "backend"), "cpu");
     assert_eq!(document["devices"], serde_json::json!([0]));
+    let version = vilab(&workspace, &["--version"], 0);
+    assert!(
+        version
+            .stdout
+            .contains(&format!("({})", text(&document, "built_with"))),
+        "bench and --version name the same build: {} vs {document}",
+        version.stdout
+    );
     for kind in ["forward", "train_step"] {
         for figure in ["seconds", "images_per_second", "gflops_per_second"] {
             let value = document[kind][figure]

@@ -32,8 +32,9 @@ pub const CPU_CHUNKWISE_MIN_TOKENS: usize = 170;
 /// measured yet, so the parallel form, whose S×S products are what GPUs are built for, is used
 /// for every image of the usual sizes (196 tokens at 224², 576 at 384²). From 1,024 tokens its
 /// S² intermediates (4 MiB per head and image at 1,024, kept for the backward pass in every
-/// layer) make memory the limit, and the chunkwise form takes over. `scripts/gpu-check.sh`
-/// times both forms on the device; move this to the crossover it reports.
+/// layer) make memory the limit, and the chunkwise form takes over. Once a GPU is at hand,
+/// time both forms there (what `benches/sequence.rs` does on the CPU backend) and move this
+/// to the crossover.
 pub const GPU_CHUNKWISE_MIN_TOKENS: usize = 1024;
 
 /// Token count from which the layer uses the chunkwise form on `device`'s backend.

@@ -55,17 +55,26 @@ impl ScannedFile {
 /// a class folder without any non-hidden file; a name that is not UTF-8 (it could not be written
 /// into a manifest faithfully); a link loop or unreadable entry below a class folder.
 pub fn scan_image_folder(root: &Path) -> Result<FolderScan, DataError> {
+    use rayon::prelude::*;
     let classes = class_folders(root)?;
+    // Classes are walked in parallel; the first problem in class order is the one reported.
+    let per_class: Vec<Result<Vec<ScannedFile>, DataError>> = classes
+        .par_iter()
+        .enumerate()
+        .map(|(label, class)| {
+            let class_root = root.join(class);
+            let files = collect_class_files(root, &class_root, label)?;
+            if files.is_empty() {
+                return Err(DataError::EmptyClass { path: class_root });
+            }
+            Ok(files)
+        })
+        .collect();
     let mut files = Vec::new();
-    for (label, class) in classes.iter().enumerate() {
-        let class_root = root.join(class);
-        let before = files.len();
-        collect_class_files(root, &class_root, label, &mut files)?;
-        if files.len() == before {
-            return Err(DataError::EmptyClass { path: class_root });
-        }
+    for class_files in per_class {
+        files.append(&mut class_files?);
     }
-    files.sort_by(|left, right| left.rel_path.cmp(&right.rel_path));
+    files.par_sort_unstable_by(|left, right| left.rel_path.cmp(&right.rel_path));
     Ok(FolderScan { classes, files })
 }
 
@@ -125,21 +134,21 @@ pub fn walk_visible(root: &Path) -> impl Iterator<Item = walkdir::Result<walkdir
         .filter_entry(|entry| !entry.file_name().to_str().is_some_and(is_hidden))
 }
 
-/// Appends every visible file under `class_root` to `files`, labelled `label`.
+/// Every visible file under `class_root`, labelled `label`, in no particular order.
 ///
 /// Written on `std::fs::read_dir` rather than walkdir because the `stat` per file is nearly all
 /// the cost of a cached run's data check: a regular file's metadata is read relative to its
-/// open folder (`DirEntry::metadata`, no path lookup from the root), and the entries of each
-/// folder are stat-ed in parallel on rayon's pool, so the check scales with cores (a million
-/// files: see the README's performance section). Symbolic links are followed, a dangling one is
-/// kept as an empty file (decoding reports it later), and a link back to a folder being walked
-/// is an error, as with walkdir.
+/// open folder (`DirEntry::metadata`, no path lookup from the root), the entries of each
+/// folder are stat-ed in parallel on rayon's pool, and sub-folders (like classes) are walked in
+/// parallel, so listing, stat-ing and allocating all scale with cores (a million files: see the
+/// README's performance section). Symbolic links are followed, a dangling one is kept as an
+/// empty file (decoding reports it later), and a link back to a folder being walked is an
+/// error, as with walkdir. Problems are reported in name order, whatever the threads' timing.
 fn collect_class_files(
     root: &Path,
     class_root: &Path,
     label: usize,
-    files: &mut Vec<ScannedFile>,
-) -> Result<(), DataError> {
+) -> Result<Vec<ScannedFile>, DataError> {
     // The scanned root counts as an ancestor too: a link from a class folder back to it would
     // walk every class again.
     let mut ancestors = Vec::new();
@@ -148,7 +157,7 @@ fn collect_class_files(
         ancestors.push((folder_id(&metadata), folder.to_path_buf()));
     }
     let prefix = format!("{}/", relative_path(root, class_root)?);
-    walk_folder(&prefix, class_root, label, &mut ancestors, files)
+    walk_folder(&prefix, class_root, label, &ancestors)
 }
 
 /// What an entry of a folder is, its metadata read.
@@ -171,14 +180,14 @@ fn walk_io(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
     }
 }
 
-/// Walks `folder`, whose path relative to the scanned root is `prefix` (ending in `/`).
+/// Walks `folder`, whose path relative to the scanned root is `prefix` (ending in `/`) and whose
+/// ancestors (itself included) are `ancestors`.
 fn walk_folder(
     prefix: &str,
     folder: &Path,
     label: usize,
-    ancestors: &mut Vec<((u64, u64), PathBuf)>,
-    files: &mut Vec<ScannedFile>,
-) -> Result<(), DataError> {
+    ancestors: &[((u64, u64), PathBuf)],
+) -> Result<Vec<ScannedFile>, DataError> {
     use rayon::prelude::*;
     // Each entry with its name, which must be UTF-8 (relative paths are strings).
     let mut entries: Vec<(String, std::fs::DirEntry)> = Vec::new();
@@ -198,6 +207,9 @@ fn walk_folder(
         .par_iter()
         .map(|(name, entry)| read_entry(prefix, name, entry, label))
         .collect();
+    let mut files = Vec::new();
+    // (prefix, path, ancestors) of each sub-folder, walked once this folder's files are in.
+    let mut folders = Vec::new();
     for ((name, entry), read) in entries.iter().zip(read) {
         match read? {
             Entry::File(file) => files.push(file),
@@ -213,15 +225,21 @@ fn walk_folder(
                         path,
                     });
                 }
-                ancestors.push((id, path.clone()));
-                let inner = format!("{prefix}{name}/");
-                walk_folder(&inner, &path, label, ancestors, files)?;
-                ancestors.pop();
+                let mut inner_ancestors = ancestors.to_vec();
+                inner_ancestors.push((id, path.clone()));
+                folders.push((format!("{prefix}{name}/"), path, inner_ancestors));
             }
             Entry::Other => {}
         }
     }
-    Ok(())
+    let walked: Vec<Result<Vec<ScannedFile>, DataError>> = folders
+        .par_iter()
+        .map(|(inner, path, inner_ancestors)| walk_folder(inner, path, label, inner_ancestors))
+        .collect();
+    for folder_files in walked {
+        files.append(&mut folder_files?);
+    }
+    Ok(files)
 }
 
 /// Reads one folder entry: a file with its size and time, a folder to descend into, or

@@ -605,6 +605,11 @@ fn a_held_array_is_cancelled_and_a_failed_task_is_shown_and_retried() {
     );
     let log = std::fs::read_to_string(&bad_log).expect("the failed task's log");
     assert!(log.contains("NaN"), "{log}");
+    // A real error is not retried by a requeue: the task failed, and that was the end of it.
+    assert!(!log.contains("requeue"), "{log}");
+    assert!(!lines[bad].contains("requeued"), "{}", lines[bad]);
+    let record = read_json(&sweep_dir.join("trials").join(format!("{bad}.json")));
+    assert!(record.get("requeues").is_none(), "{record}");
 
     // Submitting again retries the failed trial alone.
     slurm_run(&[]);

@@ -103,6 +103,30 @@ pub fn resize_square(image: &RgbImage, size: u32) -> RgbImage {
     ::image::imageops::resize(image, size, size, FilterType::Triangle)
 }
 
+/// The `(width, height)` whose shorter side is `side`, the longer one scaled to keep the aspect
+/// and truncated (torchvision's `Resize(side)`), never below 1.
+pub fn shorter_side_size(width: u32, height: u32, side: u32) -> (u32, u32) {
+    let scaled = |longer: u32, shorter: u32| {
+        (u64::from(side) * u64::from(longer) / u64::from(shorter.max(1))) as u32
+    };
+    let (new_width, new_height) = if width <= height {
+        (side, scaled(height, width))
+    } else {
+        (scaled(width, height), side)
+    };
+    (new_width.max(1), new_height.max(1))
+}
+
+/// Resizes `image` so its shorter side is `side`, keeping the aspect ([`shorter_side_size`]),
+/// with the same filter as [`resize_square`]; returns it unchanged when it already has that size.
+pub fn resize_shorter_side(image: RgbImage, side: u32) -> RgbImage {
+    let (width, height) = shorter_side_size(image.width(), image.height(), side);
+    if (width, height) == image.dimensions() {
+        return image;
+    }
+    ::image::imageops::resize(&image, width, height, FilterType::Triangle)
+}
+
 /// Decodes `path` and resizes it to `size`×`size` RGB.
 ///
 /// # Errors

@@ -152,7 +152,10 @@ pub fn batches_from(
         order: epoch_order(pack.len(), config.seed, epoch, config.shuffle),
         batch_count,
         first_batch: first_batch.min(batch_count),
-        fast_path: config.transforms.is_empty() && pack.height() == side && pack.width() == side,
+        fast_path: config.transforms.is_empty()
+            && pack.info().shorter_side.is_none()
+            && pack.height() == side
+            && pack.width() == side,
         table: NormalizeTable::new(config.mean, config.std),
         pack,
         config: config.clone(),
@@ -445,7 +448,8 @@ impl BatchBuilder {
         let mut buffer = std::mem::take(&mut self.input);
         buffer.clear();
         buffer.extend_from_slice(bytes);
-        let (width, height) = (plan.pack.width() as u32, plan.pack.height() as u32);
+        let (height, width) = plan.pack.image_size(index);
+        let (width, height) = (width as u32, height as u32);
         let Some(input) = RgbImage::from_raw(width, height, buffer) else {
             unreachable!("a pack image is height × width × 3 bytes");
         };

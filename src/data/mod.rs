@@ -5,9 +5,10 @@
 //! stratified train/validation split written as [`manifest`]s, [`stats`] measures the per-channel
 //! mean and std, and [`pack`] decodes and resizes each split once into a memory-mappable uint8
 //! file so training never decodes again; [`transforms`] (seeded augmentations) and [`mixup`]
-//! (MixUp/CutMix with label smoothing) prepare batches on the fly. [`image`] holds the decoding and resizing all of them
-//! share, [`idx`] turns MNIST-style IDX files into an image folder, and [`error`] the one error
-//! type. Nothing here ever writes under the data root.
+//! (MixUp/CutMix with label smoothing) prepare batches on the fly, with the costly per-pixel
+//! loops in `kernels` (AVX2 when the processor has it, bit-identical either way). [`image`] holds
+//! the decoding and resizing all of them share, [`idx`] turns MNIST-style IDX files into an image
+//! folder, and [`error`] the one error type. Nothing here ever writes under the data root.
 
 pub mod error;
 pub mod idx;

@@ -124,7 +124,7 @@ pub fn channel_stats(
 /// # Errors
 /// [`DataError::Invalid`] naming the pack when it holds no image.
 pub fn channel_stats_from_pack(pack: &PackedSplit) -> Result<ChannelStats, DataError> {
-    if pack.is_empty() || pack.image_len() == 0 {
+    if pack.is_empty() || pack.pixels().is_empty() {
         return Err(DataError::Invalid {
             path: pack.pixels_path().to_path_buf(),
             message: "statistics need at least one image".to_owned(),

@@ -8,6 +8,7 @@
 //! the variant. Every transform works on `u8` pixels and rounds after each step, like
 //! torchvision on PIL images.
 
+use crate::data::image::shorter_side_size;
 use crate::data::kernels;
 use crate::field::FieldError;
 use image::imageops::{self, FilterType};
@@ -534,14 +535,7 @@ fn resize_to(image: RgbImage, size: Size) -> RgbImage {
     let (width, height) = image.dimensions();
     let (new_width, new_height) = match size {
         // torchvision: the shorter side becomes `side`, the longer one is truncated.
-        Size::Side(side) if width <= height => (
-            side,
-            (side as u64 * height as u64 / width.max(1) as u64) as u32,
-        ),
-        Size::Side(side) => (
-            (side as u64 * width as u64 / height.max(1) as u64) as u32,
-            side,
-        ),
+        Size::Side(side) => shorter_side_size(width, height, side),
         Size::HeightWidth([height, width]) => (width, height),
     };
     let (new_width, new_height) = (new_width.max(1), new_height.max(1));

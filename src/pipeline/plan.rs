@@ -112,8 +112,16 @@ fn stage_definitions() -> Vec<(StageKind, Vec<&'static str>, Vec<StageKind>)> {
         ),
         (
             StageKind::Augment,
-            // The packs need only the size; the preview shows the train transforms and mixing.
-            vec!["data.image_size", "augment.train", "train.mixup", "seed"],
+            // The packs need only the sizes (`data.storage_size` is absent from the resolved
+            // spec unless set, so square packs keep their keys); the preview shows the train
+            // transforms and mixing.
+            vec![
+                "data.image_size",
+                "data.storage_size",
+                "augment.train",
+                "train.mixup",
+                "seed",
+            ],
             vec![StageKind::Split],
         ),
         (

@@ -956,6 +956,22 @@ impl Context<'_> {
         {
             problems.push(self.tail_problem("model", &tail));
         }
+        let size = |field: &str| {
+            merged
+                .pointer(&format!("/data/{field}"))
+                .and_then(Value::as_u64)
+        };
+        let image_size =
+            size("image_size").unwrap_or(u64::from(super::types::default_image_size()));
+        if let Some(storage_size) = size("storage_size")
+            && storage_size < image_size
+        {
+            problems.push(self.problem(
+                "data.storage_size".into(),
+                false,
+                format!("must be ≥ data.image_size {image_size} (got {storage_size})"),
+            ));
+        }
         let mean = merged.pointer("/stats/mean").filter(|v| !v.is_null());
         let std = merged.pointer("/stats/std").filter(|v| !v.is_null());
         match (mean, std) {

@@ -81,6 +81,14 @@ pub struct DataSpec {
     #[serde(default = "default_image_size")]
     #[schemars(range(min = 8, max = 4096))]
     pub image_size: u32,
+    /// Shorter side of the packed copy of every image, in pixels, its aspect kept; at least
+    /// `image_size`. Crop transforms (`random_resized_crop`, `center_crop`, `random_crop`) then
+    /// cut from these pixels, and whatever size the transforms leave is resized to `image_size`.
+    /// Absent: every image is squashed to `image_size`² when packed, before any transform (the
+    /// blog recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 8, max = 4096))]
+    pub storage_size: Option<u32>,
     /// A pre-split validation folder (same class sub-folders); replaces the random split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_root: Option<String>,
@@ -92,7 +100,7 @@ pub struct DataSpec {
     pub on_bad_image: BadImagePolicy,
 }
 
-fn default_image_size() -> u32 {
+pub(super) fn default_image_size() -> u32 {
     224
 }
 

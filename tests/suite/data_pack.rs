@@ -73,6 +73,7 @@ fn pack_round_trips_resized_pixels_in_order() {
             channels: 3,
             layout: "NHWC".to_owned(),
             blake3: blake3::hash(&pixels).to_hex().to_string(),
+            shorter_side: None,
         }
     );
     let written: PackInfo =

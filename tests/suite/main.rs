@@ -41,6 +41,7 @@ mod data_images;
 mod data_loader;
 mod data_pack;
 mod data_scan;
+mod data_storage;
 mod disk_full;
 mod fuzz_spec;
 mod html_pages;

@@ -11,7 +11,7 @@
 use crate::data::image::shorter_side_size;
 use crate::data::kernels;
 use crate::field::FieldError;
-use image::imageops::{self, FilterType};
+use image::imageops;
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -251,7 +251,10 @@ pub fn apply_pipeline_with(
         current = transform.apply_with(current, output_size, rng, scratch);
     }
     if current.dimensions() != (output_size, output_size) {
-        current = imageops::resize(&current, output_size, output_size, FilterType::Triangle);
+        let window = (0, 0, current.width(), current.height());
+        let resized = scratch.resample(&current, window, output_size, output_size);
+        scratch.give_back(current);
+        current = resized;
     }
     current
 }
@@ -263,6 +266,8 @@ pub struct Scratch {
     spare: Vec<u8>,
     /// The blur's intermediate rows.
     blur: Vec<f32>,
+    /// The resampler and its buffers.
+    resizer: fast_image_resize::Resizer,
 }
 
 impl Scratch {
@@ -275,6 +280,50 @@ impl Scratch {
             Some(image) => image,
             // `from_raw` accepts any buffer of at least that length, which `resize` made.
             None => RgbImage::new(width, height),
+        }
+    }
+
+    /// The `(left, top, width, height)` window of `image` resized to `width`×`height`: PIL's
+    /// bilinear filter with its antialiasing (support widened by the downscaling factor), in
+    /// SIMD by `fast_image_resize`, which reproduces PIL's fixed-point arithmetic.
+    fn resample(
+        &mut self,
+        image: &RgbImage,
+        (left, top, window_width, window_height): (u32, u32, u32, u32),
+        width: u32,
+        height: u32,
+    ) -> RgbImage {
+        use fast_image_resize::images::{Image, ImageRef};
+        use fast_image_resize::{FilterType as Filter, PixelType, ResizeAlg, ResizeOptions};
+        let mut resized = self.take_image(width, height);
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(Filter::Bilinear))
+            .crop(
+                f64::from(left),
+                f64::from(top),
+                f64::from(window_width),
+                f64::from(window_height),
+            );
+        let outcome = ImageRef::new(
+            image.width(),
+            image.height(),
+            image.as_raw(),
+            PixelType::U8x3,
+        )
+        .and_then(|source| {
+            let destination = Image::from_slice_u8(width, height, &mut resized, PixelType::U8x3)?;
+            Ok((source, destination))
+        })
+        .map_err(|error| error.to_string())
+        .and_then(|(source, mut destination)| {
+            self.resizer
+                .resize(&source, &mut destination, &options)
+                .map_err(|error| error.to_string())
+        });
+        match outcome {
+            Ok(()) => resized,
+            // Buffers of exactly the declared sizes and one pixel type cannot be refused.
+            Err(error) => unreachable!("resampling a checked image failed: {error}"),
         }
     }
 
@@ -443,11 +492,12 @@ impl Transform {
         scratch: &mut Scratch,
     ) -> RgbImage {
         match self {
-            Transform::Resize(resize) => resize_to(image, resize.size),
+            Transform::Resize(resize) => resize_to(image, resize.size, scratch),
             Transform::RandomResizedCrop(crop) => {
-                let (left, top, width, height) = random_resized_crop_window(&image, crop, rng);
-                let window = imageops::crop_imm(&image, left, top, width, height);
-                imageops::resize(&*window, output_size, output_size, FilterType::Triangle)
+                let window = random_resized_crop_window(&image, crop, rng);
+                let resized = scratch.resample(&image, window, output_size, output_size);
+                scratch.give_back(image);
+                resized
             }
             Transform::CenterCrop(crop) => center_crop(&image, crop.size),
             Transform::RandomCrop(crop) => {
@@ -531,7 +581,7 @@ fn below(rng: &mut ChaCha8Rng, upper: u32) -> u32 {
     }
 }
 
-fn resize_to(image: RgbImage, size: Size) -> RgbImage {
+fn resize_to(image: RgbImage, size: Size, scratch: &mut Scratch) -> RgbImage {
     let (width, height) = image.dimensions();
     let (new_width, new_height) = match size {
         // torchvision: the shorter side becomes `side`, the longer one is truncated.
@@ -542,7 +592,9 @@ fn resize_to(image: RgbImage, size: Size) -> RgbImage {
     if (new_width, new_height) == (width, height) {
         return image;
     }
-    imageops::resize(&image, new_width, new_height, FilterType::Triangle)
+    let resized = scratch.resample(&image, (0, 0, width, height), new_width, new_height);
+    scratch.give_back(image);
+    resized
 }
 
 /// torchvision's `RandomResizedCrop.get_params` (Python's `round`, half to even, included),

@@ -174,9 +174,7 @@ pub fn run(args: &RunArgs, reporter: &Reporter, verbosity: u8) -> anyhow::Result
         {
             // The interrupt's own line comes first, as the error of this process.
             eprintln!("error: {}", error_text(error));
-            if let Some(line) = requeue.requeue(signal, interrupted_at(error)) {
-                reporter.line(&line);
-            }
+            requeue.requeue(signal, interrupted_at(error));
             return Ok(EXIT_INTERRUPTED);
         }
         report_run(&result?, reporter);

@@ -97,11 +97,7 @@ impl TaskRequeue {
         let policy = Arc::clone(self);
         crate::interrupt::set_warning_filter(move || policy.warning_is_due());
         let policy = Arc::clone(self);
-        crate::interrupt::set_stop_hook(move |signal| {
-            if let Some(line) = policy.requeue(signal, None) {
-                eprintln!("{line}");
-            }
-        });
+        crate::interrupt::set_stop_hook(move |signal| policy.requeue(signal, None));
     }
 
     /// Adds to the trial's record the restarts Slurm made without vilab asking
@@ -151,24 +147,22 @@ impl TaskRequeue {
     }
 
     /// After the task stopped on `signal`, leaving a checkpoint at `checkpoint` (epoch, step)
-    /// when it was training: requeues it unless the module's rules say not to. Returns what
-    /// happened, as one line; `None` when a requeue was attempted before (the SIGTERM that
+    /// when it was training: requeues it unless the module's rules say not to, and says on
+    /// standard error what it did, in one line. Only the first call acts (the SIGTERM that
     /// Slurm sends a task it requeues comes here too).
-    pub fn requeue(&self, signal: Signal, checkpoint: Option<(u32, u64)>) -> Option<String> {
+    ///
+    /// The line is printed before `scontrol requeue` runs, since Slurm's SIGTERM may end the
+    /// process right after it; should the command fail, a second line says so.
+    pub fn requeue(&self, signal: Signal, checkpoint: Option<(u32, u64)>) {
         if self.attempted.swap(true, Ordering::SeqCst) {
-            return None;
+            return;
         }
-        Some(match self.try_requeue(signal, checkpoint) {
-            Ok(line) => line,
-            Err(why) => format!("task {} not requeued: {why}", self.task),
-        })
+        if let Err(why) = self.try_requeue(signal, checkpoint) {
+            eprintln!("task {} not requeued: {why}", self.task);
+        }
     }
 
-    fn try_requeue(
-        &self,
-        signal: Signal,
-        checkpoint: Option<(u32, u64)>,
-    ) -> Result<String, String> {
+    fn try_requeue(&self, signal: Signal, checkpoint: Option<(u32, u64)>) -> Result<(), String> {
         if !matches!(signal, Signal::Terminate | Signal::TimeLimitWarning) {
             return Err(format!(
                 "{} comes from a person, not from Slurm",
@@ -211,23 +205,24 @@ impl TaskRequeue {
             by_vilab: true,
             checkpoint,
         });
-        // Recorded first: once Slurm requeues the task it kills this process.
+        // Recorded and said first: once Slurm requeues the task it kills this process.
         self.sweep
             .write_record(&record)
             .map_err(|error| format!("cannot record the requeue: {error}"))?;
+        let from = checkpoint.map_or_else(
+            || "it starts again from the cached stages".to_owned(),
+            |(epoch, step)| format!("it resumes from the checkpoint at epoch {epoch}, step {step}"),
+        );
+        eprintln!(
+            "task {} requeues itself ({count} of at most {}): {from}",
+            self.task, self.max_requeues
+        );
         if let Err(error) = slurm_command("scontrol", &["requeue".to_owned(), self.task.clone()]) {
             record.requeues.pop();
             let _ = self.sweep.write_record(&record);
             return Err(error.to_string());
         }
-        let from = checkpoint.map_or_else(
-            || "it starts again from the cached stages".to_owned(),
-            |(epoch, step)| format!("it resumes from the checkpoint at epoch {epoch}, step {step}"),
-        );
-        Ok(format!(
-            "task {} requeued ({count} of at most {}): {from}",
-            self.task, self.max_requeues
-        ))
+        Ok(())
     }
 
     /// The trial's record; a fresh one when it has none (it is written when a trial starts,

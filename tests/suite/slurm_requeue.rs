@@ -200,7 +200,7 @@ fn trials_longer_than_the_time_limit_requeue_themselves_and_match_an_uninterrupt
         let log = task_log(&sweep_dir, &task);
         let requeued = log
             .lines()
-            .filter(|line| line.starts_with(&format!("task {task} requeued (")))
+            .filter(|line| line.starts_with(&format!("task {task} requeues itself (")))
             .count();
         assert_eq!(
             requeued,

@@ -68,6 +68,11 @@ pub struct CheckpointConfig {
     pub classes: Vec<String>,
     /// Side of the square input images.
     pub image_size: u32,
+    /// `data.storage_size`: images are first resized to this shorter side with their aspect
+    /// kept, as the packs the model was trained and evaluated on; absent, squashed to
+    /// `image_size`².
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<u32>,
     /// Per-channel mean the inputs are normalised with.
     pub mean: [f64; 3],
     /// Per-channel standard deviation the inputs are normalised with.

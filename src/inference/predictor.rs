@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::{InferenceError, load_exported};
 use crate::backend::{Cpu, cpu_device};
-use crate::data::image::{BadImage, decode_rgb8, resize_square};
+use crate::data::image::{BadImage, decode_rgb8, resize_shorter_side, resize_square};
 use crate::data::scan::walk_visible;
 use crate::data::transforms::{Transform, apply_pipeline, sample_rng, to_normalized_chw};
 use crate::metrics::softmax_with_loss;
@@ -30,6 +30,9 @@ pub struct Predictor {
     pub classes: Vec<String>,
     /// Side of the square input images.
     pub image_size: u32,
+    /// The shorter side images are stored at before the transforms (see
+    /// [`super::CheckpointConfig::storage_size`]).
+    storage_size: Option<u32>,
     mean: [f32; 3],
     std: [f32; 3],
     transforms: Vec<Transform>,
@@ -56,6 +59,7 @@ impl Predictor {
             model,
             classes: config.classes,
             image_size: config.image_size,
+            storage_size: config.storage_size,
             mean: config.mean.map(|value| value as f32),
             std: config.std.map(|value| value as f32),
             transforms: config.val_transforms,
@@ -81,6 +85,7 @@ impl Predictor {
             model,
             classes,
             image_size,
+            storage_size: None,
             mean,
             std,
             transforms: Vec::new(),
@@ -88,9 +93,13 @@ impl Predictor {
         Ok((predictor, report))
     }
 
-    /// Decoded image ⇒ the model's input square, as stored by the augment stage.
+    /// Decoded image ⇒ the image as the augment stage stores it: at the storage size's shorter
+    /// side with its aspect kept, or squashed to the model's input square.
     pub fn load(&self, path: &Path) -> Result<RgbImage, BadImage> {
-        decode_rgb8(path).map(|image| resize_square(&image, self.image_size))
+        decode_rgb8(path).map(|image| match self.storage_size {
+            Some(side) => resize_shorter_side(image, side),
+            None => resize_square(&image, self.image_size),
+        })
     }
 
     /// Softmax probabilities, `[images, classes]` row-major, of images `first..` of the

@@ -58,6 +58,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
         val,
         classes: summary.classes,
         image_size: spec.data.image_size,
+        storage_size: spec.data.storage_size,
         mean: stats.mean,
         std: stats.std,
         train_transforms: spec.augment.train.clone(),

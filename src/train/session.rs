@@ -379,6 +379,7 @@ impl<B: AutodiffBackend> Session<B> {
                 model: job.model.clone(),
                 classes: job.classes.clone(),
                 image_size: job.image_size,
+                storage_size: job.storage_size,
                 mean: job.mean,
                 std: job.std,
                 val_transforms: job.val_transforms.clone(),

@@ -79,6 +79,9 @@ pub struct TrainJob {
     pub classes: Vec<String>,
     /// Side of the square model inputs.
     pub image_size: u32,
+    /// `data.storage_size`: the shorter side the packs keep (absent: squashed to
+    /// `image_size`²), recorded with the exported weights for `vilab predict`.
+    pub storage_size: Option<u32>,
     /// Normalisation mean (RGB, [0, 1]).
     pub mean: [f64; 3],
     /// Normalisation standard deviation.

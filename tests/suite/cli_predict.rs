@@ -24,31 +24,35 @@ const IMAGE_SIZE: u32 = 16;
 /// The workspace with the trained run, made once for all tests of this file.
 fn workspace() -> &'static Path {
     static WORKSPACE: OnceLock<PathBuf> = OnceLock::new();
-    WORKSPACE.get_or_init(|| {
-        // Cargo's scratch folder for integration tests: one fixed place per target folder,
-        // emptied here, so nothing accumulates and no test leaves files in /tmp.
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_predict");
-        if root.exists() {
-            std::fs::remove_dir_all(&root).expect("clear the previous workspace");
-        }
-        copy_tree(&repo_root().join("data1"), &root.join("data"));
-        std::fs::write(
-            root.join("exp.yaml"),
-            format!(
-                "name: predict\nseed: 42\n\
-                 data:\n  root: data\n  image_size: {IMAGE_SIZE}\n\
-                 split:\n  val_fraction: 0.3\n  seed: 42\n\
-                 model:\n  name: vil_micro\n\
-                 train:\n  epochs: 1\n  batch_size: 32\n"
-            ),
-        )
-        .expect("write exp.yaml");
-        run_vilab(&root, &["run", "exp.yaml", "--out", "out", "--quiet"])
-            .assert_code(0)
-            .assert_no_panic();
-        assert!(root.join(RUN).join("run.json").is_file(), "no run folder");
-        root
-    })
+    WORKSPACE.get_or_init(|| trained_workspace("cli_predict", ""))
+}
+
+/// A workspace `name` under Cargo's scratch folder with one run trained on data1 at
+/// `IMAGE_SIZE`, `data_extra` added to the spec's `data` section.
+fn trained_workspace(name: &str, data_extra: &str) -> PathBuf {
+    // Cargo's scratch folder for integration tests: one fixed place per target folder,
+    // emptied here, so nothing accumulates and no test leaves files in /tmp.
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if root.exists() {
+        std::fs::remove_dir_all(&root).expect("clear the previous workspace");
+    }
+    copy_tree(&repo_root().join("data1"), &root.join("data"));
+    std::fs::write(
+        root.join("exp.yaml"),
+        format!(
+            "name: predict\nseed: 42\n\
+             data:\n  root: data\n  image_size: {IMAGE_SIZE}\n{data_extra}\
+             split:\n  val_fraction: 0.3\n  seed: 42\n\
+             model:\n  name: vil_micro\n\
+             train:\n  epochs: 1\n  batch_size: 32\n"
+        ),
+    )
+    .expect("write exp.yaml");
+    run_vilab(&root, &["run", "exp.yaml", "--out", "out", "--quiet"])
+        .assert_code(0)
+        .assert_no_panic();
+    assert!(root.join(RUN).join("run.json").is_file(), "no run folder");
+    root
 }
 
 /// `vilab ARGS` in the workspace.
@@ -80,9 +84,9 @@ fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-/// The validation manifest of the run: (path relative to the data root, class).
-fn validation_images() -> Vec<(String, String)> {
-    let (header, rows) = read_csv(&workspace().join(RUN).join("split/val.csv"));
+/// The validation manifest of the run in `root`: (path relative to the data root, class).
+fn validation_images(root: &Path) -> Vec<(String, String)> {
+    let (header, rows) = read_csv(&root.join(RUN).join("split/val.csv"));
     assert_eq!(header, ["path", "class", "label"]);
     rows.into_iter()
         .map(|row| (row[0].clone(), row[1].clone()))
@@ -91,7 +95,24 @@ fn validation_images() -> Vec<(String, String)> {
 
 #[test]
 fn predicting_the_validation_images_reproduces_the_evaluation() {
-    let images = validation_images();
+    assert_predictions_reproduce_the_evaluation(workspace());
+}
+
+/// With `data.storage_size` the packs keep a larger copy (20² of data1's 28² images, resized to
+/// 16² only by the final transform): predict must prepare images the same way, not squash
+/// them straight to 16².
+#[test]
+fn predicting_with_a_storage_size_reproduces_the_evaluation() {
+    let root = trained_workspace("cli_predict_storage", "  storage_size: 20\n");
+    let config = read_json(&root.join(RUN).join("train/best/config.json"));
+    assert_eq!(config["storage_size"], 20, "{config}");
+    assert_predictions_reproduce_the_evaluation(&root);
+}
+
+/// `vilab predict` on the validation images of the run in `root` finds what its evaluate
+/// stage found, image by image.
+fn assert_predictions_reproduce_the_evaluation(root: &Path) {
+    let images = validation_images(root);
     assert_eq!(images.len(), 300);
     let mut args = vec![
         "predict",
@@ -106,15 +127,15 @@ fn predicting_the_validation_images_reproduces_the_evaluation() {
         .map(|(path, _)| format!("data/{path}"))
         .collect();
     args.extend(files.iter().map(String::as_str));
-    let output = vilab(&args);
-    output.assert_code(0);
+    let output = run_vilab(root, &args);
+    output.assert_code(0).assert_no_panic();
     assert!(
         !output.stderr.contains("skipped"),
         "no validation image may be skipped:\n{}",
         output.stderr
     );
 
-    let (header, rows) = read_csv(&workspace().join("val_predictions.csv"));
+    let (header, rows) = read_csv(&root.join("val_predictions.csv"));
     assert_eq!(
         header,
         [
@@ -140,7 +161,7 @@ fn predicting_the_validation_images_reproduces_the_evaluation() {
         }
     }
 
-    let evaluation = workspace().join(RUN).join("evaluate");
+    let evaluation = root.join(RUN).join("evaluate");
     let scores = &read_json(&evaluation.join("metrics.json"))["best"]["val"];
     let evaluated = scores["images"].as_u64().expect("images");
     assert_eq!(evaluated, images.len() as u64);

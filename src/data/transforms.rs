@@ -751,21 +751,52 @@ fn to_level(value: f64) -> u8 {
     (value + 0.5) as u8
 }
 
-/// torchvision's `ColorJitter.forward`: a random order of the four adjustments, then each
-/// enabled factor drawn in the fixed order brightness, contrast, saturation, hue.
-fn color_jitter(mut image: RgbImage, jitter: &ColorJitter, rng: &mut ChaCha8Rng) -> RgbImage {
-    let mut order = [0_usize, 1, 2, 3];
-    for index in (1..order.len()).rev() {
-        let other = rng.random_range(0..=index);
-        order.swap(index, other);
+/// One image's draws of a colour jitter: the order of the four adjustments (0 brightness,
+/// 1 contrast, 2 saturation, 3 hue) and the factor of each enabled one.
+struct JitterDraws {
+    order: [usize; 4],
+    brightness: Option<f64>,
+    contrast: Option<f64>,
+    saturation: Option<f64>,
+    hue: Option<f64>,
+}
+
+impl JitterDraws {
+    /// torchvision's `ColorJitter.forward`: a random order of the four adjustments, then each
+    /// enabled factor drawn in the fixed order brightness, contrast, saturation, hue.
+    fn draw(jitter: &ColorJitter, rng: &mut ChaCha8Rng) -> Self {
+        let mut order = [0_usize, 1, 2, 3];
+        for index in (1..order.len()).rev() {
+            let other = rng.random_range(0..=index);
+            order.swap(index, other);
+        }
+        let mut factor = |amount: f64| -> Option<f64> {
+            (amount > 0.0).then(|| uniform(rng, (1.0 - amount).max(0.0), 1.0 + amount))
+        };
+        let brightness = factor(jitter.brightness);
+        let contrast = factor(jitter.contrast);
+        let saturation = factor(jitter.saturation);
+        let hue = (jitter.hue > 0.0).then(|| uniform(rng, -jitter.hue, jitter.hue));
+        Self {
+            order,
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        }
     }
-    let mut factor = |amount: f64| -> Option<f64> {
-        (amount > 0.0).then(|| uniform(rng, (1.0 - amount).max(0.0), 1.0 + amount))
-    };
-    let brightness = factor(jitter.brightness);
-    let contrast = factor(jitter.contrast);
-    let saturation = factor(jitter.saturation);
-    let hue = (jitter.hue > 0.0).then(|| uniform(rng, -jitter.hue, jitter.hue));
+}
+
+/// torchvision's `ColorJitter` ([`JitterDraws::draw`]), brightness and contrast composed into
+/// one level table.
+fn color_jitter(mut image: RgbImage, jitter: &ColorJitter, rng: &mut ChaCha8Rng) -> RgbImage {
+    let JitterDraws {
+        order,
+        brightness,
+        contrast,
+        saturation,
+        hue,
+    } = JitterDraws::draw(jitter, rng);
     let mut levels = PendingLevels::new(&mut image);
     for adjustment in order {
         match (adjustment, brightness, contrast, saturation, hue) {
@@ -1247,18 +1278,13 @@ mod tests {
             0.299 * pixel[0] as f64 + 0.587 * pixel[1] as f64 + 0.114 * pixel[2] as f64
         }
         fn reference(mut image: RgbImage, jitter: &ColorJitter, rng: &mut ChaCha8Rng) -> RgbImage {
-            let mut order = [0_usize, 1, 2, 3];
-            for index in (1..order.len()).rev() {
-                let other = rng.random_range(0..=index);
-                order.swap(index, other);
-            }
-            let mut factor = |amount: f64| -> Option<f64> {
-                (amount > 0.0).then(|| uniform(rng, (1.0 - amount).max(0.0), 1.0 + amount))
-            };
-            let brightness = factor(jitter.brightness);
-            let contrast = factor(jitter.contrast);
-            let saturation = factor(jitter.saturation);
-            let hue = (jitter.hue > 0.0).then(|| uniform(rng, -jitter.hue, jitter.hue));
+            let JitterDraws {
+                order,
+                brightness,
+                contrast,
+                saturation,
+                hue,
+            } = JitterDraws::draw(jitter, rng);
             for adjustment in order {
                 match (adjustment, brightness, contrast, saturation, hue) {
                     (0, Some(factor), ..) => remap(&mut image, |level| level * factor),

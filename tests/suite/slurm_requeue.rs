@@ -230,6 +230,25 @@ fn trials_longer_than_the_time_limit_requeue_themselves_and_match_an_uninterrupt
     }
 }
 
+/// Task 0 is preempted as `PreemptMode=REQUEUE` does it (Slurm sends SIGTERM, then requeues
+/// it); task 1 only gets the SIGTERM of a preemption notice and must requeue itself.
+fn preempt(job: &str, index: usize) {
+    let task = format!("{job}_{index}");
+    let output = if index == 0 {
+        Command::new("scontrol").args(["requeue", &task]).output()
+    } else {
+        Command::new("scancel")
+            .args(["--batch", "--signal=TERM", &task])
+            .output()
+    }
+    .expect("scontrol/scancel runs");
+    assert!(
+        output.status.success(),
+        "stopping {task}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn preempted_tasks_save_a_checkpoint_and_finish_without_a_second_submission() {
     let test = "preempted_tasks_save_a_checkpoint_and_finish_without_a_second_submission";
@@ -243,27 +262,36 @@ fn preempted_tasks_save_a_checkpoint_and_finish_without_a_second_submission() {
     );
     let _cancel = CancelOnDrop(&workspace);
     let (sweep_dir, job) = submit(&workspace, &["--array-parallelism", "2"]);
-    wait_for_epoch(&workspace, 2);
-    // Task 0 as PreemptMode=REQUEUE preempts it: Slurm sends SIGTERM, then requeues it.
-    let requeue = Command::new("scontrol")
-        .args(["requeue", &format!("{job}_0")])
-        .output()
-        .expect("scontrol runs");
-    assert!(
-        requeue.status.success(),
-        "scontrol requeue: {}",
-        String::from_utf8_lossy(&requeue.stderr)
-    );
-    // Task 1 only gets the SIGTERM of a preemption notice: it must requeue itself.
-    let terminate = Command::new("scancel")
-        .args(["--batch", "--signal=TERM", &format!("{job}_1")])
-        .output()
-        .expect("scancel runs");
-    assert!(
-        terminate.status.success(),
-        "scancel --signal=TERM: {}",
-        String::from_utf8_lossy(&terminate.stderr)
-    );
+    // Each task is stopped once its trial trains past epoch 2 (the tasks may start far apart
+    // when other tests keep the cluster's cores busy).
+    let mut stopped = [false, false];
+    let deadline = Instant::now() + REQUEUE_TIMEOUT;
+    while stopped.contains(&false) {
+        let status = status_json(&workspace);
+        for (index, trial) in status["trials"]
+            .as_array()
+            .expect("trials")
+            .iter()
+            .enumerate()
+        {
+            if stopped[index] {
+                continue;
+            }
+            assert_ne!(
+                trial["state"], "done",
+                "trial {index} finished before it could be stopped: {status}"
+            );
+            if trial["live"]["epoch"].as_u64().is_some_and(|at| at > 2) {
+                preempt(&job, index);
+                stopped[index] = true;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trials did not reach epoch 2: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let reference = reference_run(&workspace);
     wait_for_array_within(&job, REQUEUE_TIMEOUT);
 

@@ -86,11 +86,6 @@ impl TaskRequeue {
         }))
     }
 
-    /// The task id, `<job>_<index>`.
-    pub fn task(&self) -> &str {
-        &self.task
-    }
-
     /// Lets [`crate::interrupt`] ask this policy about warnings and run it before the process
     /// stops at once.
     pub fn install(self: &Arc<Self>) {

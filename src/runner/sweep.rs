@@ -703,13 +703,7 @@ pub fn run_trial(
 
 /// Whether a trial stopped because of a signal rather than failed.
 pub fn is_interrupt(error: &SweepError) -> bool {
-    matches!(
-        error,
-        SweepError::Run(RunError::Stage {
-            error: crate::stages::StageError::Train(crate::train::TrainError::Interrupted { .. }),
-            ..
-        })
-    )
+    interrupted_at(error).is_some()
 }
 
 /// The epoch and step of the checkpoint a trial stopped by a signal left.

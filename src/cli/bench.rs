@@ -194,4 +194,13 @@ fn report(config: &VilConfig, args: &BenchArgs, throughput: &Throughput) {
         Err(error) => println!("peak memory  unknown ({error})"),
     }
     println!("build        {}", crate::backend::BUILT_WITH);
+    #[cfg(feature = "wgpu")]
+    if args.backend == BackendKind::Wgpu {
+        for (ordinal, adapter) in crate::backend::wgpu_adapters().iter().enumerate() {
+            println!(
+                "wgpu device  {ordinal}: {} ({}, {})",
+                adapter.name, adapter.kind, adapter.api
+            );
+        }
+    }
 }

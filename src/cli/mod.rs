@@ -35,21 +35,9 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code after an interruption (Ctrl-C, SIGTERM).
 pub use crate::interrupt::EXIT_INTERRUPTED;
 
-/// `vilab --version`: the version and the compute backends this binary was built with
-/// ([`crate::backend::BUILT_WITH`]).
-#[cfg(feature = "cuda")]
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (backends: cpu, cuda (fusion, autotune))"
-);
-/// `vilab --version`: the version and the compute backends this binary was built with
-/// ([`crate::backend::BUILT_WITH`]).
-#[cfg(not(feature = "cuda"))]
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backends: cpu)");
-
 /// Declarative, cached Vision-LSTM experiments: one YAML file, one binary.
 #[derive(Debug, Parser)]
-#[command(name = "vilab", version = VERSION, about, long_about = None, propagate_version = true)]
+#[command(name = "vilab", version = crate::backend::VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Print only results and errors (no progress).
     #[arg(short, long, global = true)]

@@ -16,7 +16,7 @@
 
 use burn::tensor::{Bool, Tensor, activation, backend::Backend};
 
-use super::mlstm::cumulative_rounding_error;
+use super::mlstm::{cumulative_rounding_error, transpose_vector};
 
 /// Token count from which [`chunkwise_stabilized`] trains faster than the parallel form on the
 /// CPU backend (NdArray f32), forward + backward, batch 1, 4 heads, head_dim 48, chunk
@@ -28,14 +28,17 @@ use super::mlstm::cumulative_rounding_error;
 /// moves the crossover up, so re-measure after changing either form.
 pub const CPU_CHUNKWISE_MIN_TOKENS: usize = 170;
 
-/// The same switch on GPU backends (CUDA, and any other burn backend than the CPU one): not
-/// measured yet, so the parallel form, whose S×S products are what GPUs are built for, is used
-/// for every image of the usual sizes (196 tokens at 224², 576 at 384²). From 1,024 tokens its
-/// S² intermediates (4 MiB per head and image at 1,024, kept for the backward pass in every
-/// layer) make memory the limit, and the chunkwise form takes over. Once a GPU is at hand,
-/// time both forms there (what `benches/sequence.rs` does on the CPU backend) and move this
-/// to the crossover.
-pub const GPU_CHUNKWISE_MIN_TOKENS: usize = 1024;
+/// The same switch on GPU backends (CUDA, wgpu, and any other burn backend than the CPU one):
+/// never, so far. The parallel form's S×S products are what GPUs are built for, and the
+/// crossover has not been measured on one (`benches/sequence.rs` times both forms; run it on
+/// the device and move this there). There is a second reason: with burn 0.21's kernel fusion
+/// (which both GPU backends use), the chunkwise form is wrong as soon as a state is carried from
+/// one chunk to the next (40 tokens in chunks of 20 differ from the CPU by O(1) on lavapipe,
+/// while a single chunk, and the same products with a device sync in between, are exact).
+/// Until that is fixed upstream the GPU path runs the parallel form at every length: exact,
+/// with S² intermediates (4 MiB per head and image at 1,024 tokens, kept for the backward pass
+/// in every layer), which is what limits the sequence length there.
+pub const GPU_CHUNKWISE_MIN_TOKENS: usize = usize::MAX;
 
 /// Token count from which the layer uses the chunkwise form on `device`'s backend.
 pub fn chunkwise_min_tokens<B: Backend>(device: &B::Device) -> usize {
@@ -137,8 +140,8 @@ fn chunk_step<B: Backend>(
     let rounding = cumulative_rounding_error(log_forget, cumulative.clone()).detach();
 
     // M3, M4 inside the chunk, shifted by the row constant lo_t (added back to m for M6 only).
-    let log_decay = (cumulative.clone() - cumulative.clone().swap_dims(2, 3))
-        + (input_gate.clone() - rounding.clone()).swap_dims(2, 3);
+    let log_decay = (cumulative.clone() - transpose_vector(cumulative.clone()))
+        + transpose_vector(input_gate.clone() - rounding.clone());
     let future = Tensor::<B, 2, Bool>::tril_mask([length, length], 0, &device)
         .reshape([1, 1, length, length]);
     let shape = log_decay.dims();
@@ -200,7 +203,7 @@ fn next_state<B: Backend>(
     };
     let weighted_key = key * (token_log - shifted_max.clone()).exp();
     let mut memory = weighted_key.clone().swap_dims(2, 3).matmul(value);
-    let mut normaliser = weighted_key.sum_dim(2).swap_dims(2, 3);
+    let mut normaliser = transpose_vector(weighted_key.sum_dim(2));
     if let (Some(state), Some(carried_log)) = (previous, carried_log) {
         let carried_weight = (carried_log - shifted_max.clone()).exp();
         memory = memory + state.memory.clone() * carried_weight.clone();

@@ -194,8 +194,8 @@ fn parallel_stabilized_transposed_key<B: Backend>(
     // M3 with F_t − F_s formed from the f32 sums directly: their difference is exact to one
     // rounding, while `F_t + (ĩ_s − F_s)` would round ĩ_s − F_s at the magnitude of F.
     // The row-constant `lo_t` cancels in D' and is added back to m_t for the normaliser.
-    let log_decay = (cumulative.clone() - cumulative.swap_dims(2, 3))
-        + (input_gate - rounding.clone()).swap_dims(2, 3);
+    let log_decay = (cumulative.clone() - transpose_vector(cumulative))
+        + transpose_vector(input_gate - rounding.clone());
     let future = Tensor::<B, 2, Bool>::tril_mask([tokens, tokens], 0, &device)
         .reshape([1, 1, tokens, tokens]);
     let shape = log_decay.dims();
@@ -219,6 +219,16 @@ fn parallel_stabilized_transposed_key<B: Backend>(
 
     // M7: dividing the product row-wise equals normalising C first, at S·DH instead of S² cost.
     combination.matmul(value) / (normaliser + NORMALISER_EPSILON)
+}
+
+/// `[batch, heads, n, 1]` ↔ `[batch, heads, 1, n]`: the same values in the same order, so a
+/// reshape, not `swap_dims(2, 3)`. burn 0.21's kernel fusion (wgpu, and CUDA runs the same fusion
+/// code) computes `x − x.swap_dims(2, 3)` wrongly when `n` is even — a broadcast between a
+/// tensor and its own swapped view (tests/gpu checks the cell against the CPU); the reshape
+/// gives a plainly laid-out tensor and is free on every backend.
+pub(crate) fn transpose_vector<B: Backend>(vector: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [batch, heads, rows, columns] = vector.dims();
+    vector.reshape([batch, heads, columns, rows])
 }
 
 /// Running sum of the rounding errors of `sums = cumsum(terms)` along axis 2, from Knuth's

@@ -34,7 +34,8 @@ pub struct ExperimentSpec {
     /// Global seed: model initialisation, data order, augmentation.
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Where tensors live: `cpu` (always available) or `cuda` (binary built with `--features cuda`).
+    /// Where tensors live: `cpu` (always available), `wgpu` (Vulkan, Metal or DX12 GPUs; in the
+    /// default build) or `cuda` (NVIDIA GPUs; binary built with `--features cuda`).
     #[serde(default)]
     pub backend: BackendKind,
     /// The image folder and how images are read.

@@ -75,6 +75,7 @@ pub fn run(context: &StageContext<'_>, out: &Path) -> Result<String, StageError>
             run_training::<crate::backend::CpuTrain>(&job, &devices, context.reporter)
         }
         BackendKind::Cuda => train_on_cuda(&job, context),
+        BackendKind::Wgpu => train_on_wgpu(&job, context),
     };
     Ok(describe(&result?, &job))
 }
@@ -99,7 +100,40 @@ fn train_on_cuda(
     _context: &StageContext<'_>,
 ) -> Result<TrainSummary, crate::train::TrainError> {
     Err(crate::train::TrainError::Invalid(
-        "backend: cuda needs a vilab built with `--features cuda`".to_owned(),
+        crate::backend::BackendUnavailable {
+            kind: BackendKind::Cuda,
+        }
+        .to_string(),
+    ))
+}
+
+#[cfg(feature = "wgpu")]
+fn train_on_wgpu(
+    job: &TrainJob,
+    context: &StageContext<'_>,
+) -> Result<TrainSummary, crate::train::TrainError> {
+    let adapters = crate::backend::wgpu_devices(&job.spec.devices)
+        .map_err(|error| crate::train::TrainError::Invalid(error.to_string()))?;
+    for (ordinal, adapter) in job.spec.devices.iter().zip(&adapters) {
+        context.reporter.note(&format!(
+            "wgpu device {ordinal}: {} ({}, {})",
+            adapter.name, adapter.kind, adapter.api
+        ));
+    }
+    let devices: Vec<_> = adapters.into_iter().map(|adapter| adapter.device).collect();
+    run_training::<crate::backend::WgpuTrain>(job, &devices, context.reporter)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn train_on_wgpu(
+    _job: &TrainJob,
+    _context: &StageContext<'_>,
+) -> Result<TrainSummary, crate::train::TrainError> {
+    Err(crate::train::TrainError::Invalid(
+        crate::backend::BackendUnavailable {
+            kind: BackendKind::Wgpu,
+        }
+        .to_string(),
     ))
 }
 

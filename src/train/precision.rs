@@ -16,7 +16,8 @@
 //! and the scale multiplied by `backoff_factor`, and after `growth_interval` good steps in a row
 //! the scale is multiplied by `growth_factor`. bf16 has f32's exponent range and needs none.
 //!
-//! The CPU backend (ndarray) has no half-precision kernels, so bf16 and f16 need `backend: cuda`;
+//! The CPU backend (ndarray) has no half-precision kernels, so bf16 and f16 need `backend: cuda`
+//! or `wgpu` (f16 only where the adapter has `shaderFloat16`; no wgpu device has bf16);
 //! the loss-scaling logic itself is backend-independent and tested on the CPU.
 
 use crate::field::FieldError;
@@ -192,7 +193,7 @@ impl LossScaler {
 pub enum PrecisionError {
     /// The backend has no kernels for the half type.
     #[error(
-        "train.precision: {precision} needs a backend with half-precision kernels; the {backend} backend has none (use backend: cuda, or precision: f32)"
+        "train.precision: {precision} needs a backend with half-precision kernels; the {backend} backend has none (use backend: cuda or wgpu, or precision: f32)"
     )]
     Unsupported {
         /// The requested precision.
@@ -231,16 +232,16 @@ pub fn configure_device<B: Backend>(
             backend: B::name(device),
         });
     }
-    let current = burn::tensor::get_device_settings::<B>(device);
-    if current.float_dtype == half {
-        return Ok(());
-    }
-    set_default_dtypes::<B>(device, half, <B::IntElem as Element>::dtype()).map_err(|error| {
-        PrecisionError::AlreadyInitialised {
+    // Set first, and look only when that fails: reading the settings of a device that has none
+    // yet makes burn record the defaults (f32), after which they can no longer be changed.
+    match set_default_dtypes::<B>(device, half, <B::IntElem as Element>::dtype()) {
+        Ok(()) => Ok(()),
+        Err(_) if burn::tensor::get_device_settings::<B>(device).float_dtype == half => Ok(()),
+        Err(error) => Err(PrecisionError::AlreadyInitialised {
             precision: precision.as_str(),
             message: error.to_string(),
-        }
-    })
+        }),
+    }
 }
 
 /// Casts every float parameter of `module` to `dtype` (inside the autodiff graph when the

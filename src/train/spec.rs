@@ -79,13 +79,14 @@ pub struct TrainSpec {
     #[serde(default)]
     pub select: SelectMetric,
     /// Float type of the forward and backward passes; `bf16`/`f16` keep f32 master weights and
-    /// need `backend: cuda`.
+    /// need a GPU backend (`cuda` or `wgpu`).
     #[serde(default)]
     pub precision: Precision,
     /// Dynamic loss scaling, used with `precision: f16`.
     #[serde(default)]
     pub loss_scale: LossScaleSpec,
-    /// Devices the batch is split across, gradients averaged: CUDA ordinals, or on the CPU the
+    /// Devices the batch is split across, gradients averaged: CUDA ordinals, wgpu adapter
+    /// ordinals (discrete GPUs first; `vilab bench --backend wgpu` lists them), or on the CPU the
     /// number of entries is the number of replicas.
     #[serde(default = "default_devices")]
     #[schemars(length(min = 1))]
@@ -181,7 +182,7 @@ impl TrainSpec {
         if self.precision != Precision::F32 && backend == BackendKind::Cpu {
             return Err(crate::field_error!(
                 "precision",
-                "{} needs backend: cuda (the CPU backend has no half-precision kernels)",
+                "{} needs backend: cuda or wgpu (the CPU backend has no half-precision kernels)",
                 self.precision.as_str()
             ));
         }

@@ -30,6 +30,9 @@ pub enum BenchError {
     /// The precision cannot run on the backend.
     #[error(transparent)]
     Precision(#[from] PrecisionError),
+    /// A device named in `devices` does not exist.
+    #[error("{0}")]
+    Device(String),
 }
 
 /// [`measure`] on the devices `spec.devices` names of a backend.
@@ -60,6 +63,19 @@ pub fn measure_on(
         }
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(BackendUnavailable { kind: backend }.into()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            let devices: Vec<_> = crate::backend::wgpu_devices(&spec.devices)
+                .map_err(|error| BenchError::Device(error.to_string()))?
+                .into_iter()
+                .map(|adapter| adapter.device)
+                .collect();
+            Ok(measure::<crate::backend::WgpuTrain>(
+                config, spec, &devices, settings,
+            )?)
+        }
+        #[cfg(not(feature = "wgpu"))]
+        BackendKind::Wgpu => Err(BackendUnavailable { kind: backend }.into()),
     }
 }
 

@@ -85,10 +85,11 @@ fn the_version_and_a_missing_backend_name_the_backends_the_binary_has() {
     let workspace = Workspace::new();
     let version = workspace.vilab(&["--version"]);
     version.assert_code(0);
-    let backends = if cfg!(feature = "cuda") {
-        "cpu, cuda (fusion, autotune)"
-    } else {
-        "cpu"
+    let backends = match (cfg!(feature = "cuda"), cfg!(feature = "wgpu")) {
+        (true, true) => "cpu, cuda, wgpu (fusion, autotune)",
+        (true, false) => "cpu, cuda (fusion, autotune)",
+        (false, true) => "cpu, wgpu (fusion, autotune)",
+        (false, false) => "cpu",
     };
     assert_eq!(
         version.stdout,
@@ -102,8 +103,19 @@ fn the_version_and_a_missing_backend_name_the_backends_the_binary_has() {
         output.assert_code(2);
         assert_eq!(
             output.stderr.trim(),
-            "error: backend: cuda needs a vilab built with `cargo build --release --features cuda` \
-             (this one has only the CPU backend)"
+            format!(
+                "error: backend: cuda needs a vilab built with `cargo build --release --features cuda` \
+                 (this one has backends: {backends})"
+            )
+        );
+    }
+    if !cfg!(feature = "wgpu") {
+        let output = workspace.vilab(&["bench", "--model", "vil_micro", "--backend", "wgpu"]);
+        output.assert_code(2);
+        assert!(
+            output.stderr.contains("backend: wgpu") && output.stderr.contains("--features wgpu"),
+            "{}",
+            output.stderr
         );
     }
 }

@@ -34,7 +34,7 @@ fn cross_field_problems_name_their_field() {
             "train.precision=bf16",
             "train.epochs=1",
             "train.precision",
-            "needs backend: cuda",
+            "needs backend: cuda or wgpu",
         ),
         (
             "train.devices=[0, 1, 0]",

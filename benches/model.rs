@@ -2,6 +2,12 @@
 //! `vil_tiny` at 224² (batch 16) and `vil_micro` at 28² (batch 64).
 //!
 //! Run by hand: `cargo bench --bench model` (add `-- micro` or `-- tiny` to pick one model).
+//!
+//! `-- parallel` times data parallelism: one step's forward and backward passes
+//! (`batch_gradients`) of `vil_micro` with stochastic depth 0.1, on one replica of 32 images
+//! with one thread, and on two replicas of 32 images with one thread each (two in all), and
+//! prints the ratio of the two step times: 2.0 when the replicas take turns, 1.0 when they run
+//! side by side, as replicas on separate GPUs would.
 //! Criterion reports images/s; after each case the bench also prints the achieved GFLOP/s over
 //! all measured iterations, from `VilConfig::forward_macs` (full S×S convention): FLOPs = 2·MACs
 //! per image forward, and forward+backward is counted as 3× the forward.
@@ -18,6 +24,7 @@ use burn::tensor::backend::Backend as BackendTrait;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vilab::model::{VilConfig, preset};
+use vilab::train::parallel::{BatchView, batch_gradients};
 
 type Backend = NdArray<f32>;
 type Training = Autodiff<Backend>;
@@ -121,5 +128,70 @@ fn bench_models(criterion: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_models);
+/// Seconds per step of `batch_gradients` for `replicas` CPU replicas of 32 images each, called
+/// from a pool of `replicas` threads (one per replica).
+fn bench_replicas(criterion: &mut Criterion, replicas: usize) -> Option<f64> {
+    let config = preset("vil_micro")?.with_drop_path(0.1);
+    let per_replica = 32;
+    let batch = per_replica * replicas;
+    let master = config.init::<Backend>(&Default::default());
+    let size = config.image_size;
+    let images: Vec<f32> = images::<Backend>(&config, batch)
+        .into_data()
+        .into_vec()
+        .expect("f32 images");
+    let mut targets = vec![0.0f32; batch * config.num_classes];
+    for (sample, row) in targets.chunks_mut(config.num_classes).enumerate() {
+        row[sample % config.num_classes] = 1.0;
+    }
+    let view = BatchView {
+        images: &images,
+        targets: &targets,
+        n: batch,
+        height: size,
+        width: size,
+        classes: config.num_classes,
+    };
+    let devices = vec![Default::default(); replicas];
+    let forward_flops = 2.0 * config.forward_macs() as f64 * batch as f64;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(replicas)
+        .build()
+        .expect("a thread pool");
+    let step = Cell::new(0u64);
+    let clock = Cell::new((Duration::ZERO, 0u64));
+    measure(
+        criterion,
+        &format!("vil_micro data parallel, {replicas} replica(s) of {per_replica}"),
+        batch,
+        3.0 * forward_flops,
+        || {
+            let start = Instant::now();
+            step.set(step.get() + 1);
+            let seed = step.get();
+            black_box(
+                pool.install(|| {
+                    batch_gradients::<Training>(&master, &devices, view, None, 1.0, seed)
+                }),
+            );
+            let (time, count) = clock.get();
+            clock.set((time + start.elapsed(), count + 1));
+        },
+    );
+    let (time, count) = clock.get();
+    (count > 0).then(|| time.as_secs_f64() / count as f64)
+}
+
+fn bench_parallel(criterion: &mut Criterion) {
+    let one = bench_replicas(criterion, 1);
+    let two = bench_replicas(criterion, 2);
+    if let (Some(one), Some(two)) = (one, two) {
+        println!(
+            "data parallel: a step of 2 replicas takes {:.2}× a step of 1 (same images per replica)",
+            two / one
+        );
+    }
+}
+
+criterion_group!(benches, bench_models, bench_parallel);
 criterion_main!(benches);

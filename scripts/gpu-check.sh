@@ -24,7 +24,7 @@ command -v nvidia-smi >/dev/null || { echo "gpu-check: nvidia-smi not found" >&2
 # Built with `--features cuda`, the version names the backend with fusion and autotune.
 BUILT=$("$VILAB" --version)
 echo "vilab: $BUILT"
-[[ "$BUILT" == *"cuda (fusion, autotune)"* ]] \
+[[ "$BUILT" == *"cuda"*"(fusion, autotune)"* ]] \
     || { echo "gpu-check: $VILAB was built without --features cuda" >&2; exit 1; }
 GPUS=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | sed 's/^/gpu: /'

@@ -10,7 +10,12 @@
 //! permuting to burn's channels-first convolutions and back.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Distribution, IndexingUpdateOp, Tensor, backend::Backend};
+use std::cell::RefCell;
+
+use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData, backend::Backend};
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
 
 use super::init;
 
@@ -334,6 +339,10 @@ impl<B: Backend> DepthwiseConv2d<B> {
 ///
 /// "Training" means the backend records gradients (`B::ad_enabled`), the same rule burn's
 /// `Dropout` follows: a model moved to the inner backend with `.valid()` never drops.
+///
+/// The subset is drawn on the host from this thread's stream when one is set
+/// ([`with_drop_path_seed`]), so replicas on several threads draw independently, reproducibly
+/// and without a lock; otherwise from the backend's process-wide RNG.
 pub fn drop_path<B: Backend>(
     input: Tensor<B, 3>,
     rate: f64,
@@ -348,8 +357,44 @@ pub fn drop_path<B: Backend>(
     if kept == batch {
         return input.clone() + branch(input);
     }
-    let order = Tensor::<B, 1>::random([batch], Distribution::Default, &device).argsort(0);
-    let indices = order.narrow(0, 0, kept);
+    let indices = match host_subset(batch, kept) {
+        Some(chosen) => Tensor::<B, 1, Int>::from_data(TensorData::new(chosen, [kept]), &device),
+        None => Tensor::<B, 1>::random([batch], Distribution::Default, &device)
+            .argsort(0)
+            .narrow(0, 0, kept),
+    };
     let residual = branch(input.clone().select(0, indices.clone())) * (batch as f64 / kept as f64);
     input.select_assign(0, indices, residual, IndexingUpdateOp::Add)
+}
+
+thread_local! {
+    /// This thread's stochastic-depth stream, while [`with_drop_path_seed`] runs.
+    static DROP_PATH_STREAM: RefCell<Option<ChaCha8Rng>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` (a training forward pass) with this thread's stochastic depth drawn from a stream
+/// seeded by `seed`: the same seed drops the same samples in every layer, on any backend and
+/// whatever other threads do at the same time (data-parallel replicas run their forward passes
+/// concurrently, each with its own seed).
+pub fn with_drop_path_seed<R>(seed: u64, work: impl FnOnce() -> R) -> R {
+    let outer =
+        DROP_PATH_STREAM.with(|stream| stream.replace(Some(ChaCha8Rng::seed_from_u64(seed))));
+    let result = work();
+    DROP_PATH_STREAM.with(|stream| stream.replace(outer));
+    result
+}
+
+/// `kept` distinct sample indices out of `batch`, from this thread's stream; `None` when no
+/// stream is set.
+fn host_subset(batch: usize, kept: usize) -> Option<Vec<i64>> {
+    DROP_PATH_STREAM.with(|stream| {
+        let mut stream = stream.borrow_mut();
+        let rng = stream.as_mut()?;
+        Some(
+            sample(rng, batch, kept)
+                .into_iter()
+                .map(|index| index as i64)
+                .collect(),
+        )
+    })
 }

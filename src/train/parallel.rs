@@ -9,11 +9,11 @@
 //! batch: the gradients are averaged over samples, also when the batch does not divide evenly.
 //! The summed gradients come back to the first device for one optimiser step.
 //!
-//! Randomness in the forward pass (stochastic depth) uses the backend's global RNG, which burn
-//! keeps per process, not per device. Forward passes therefore run one at a time under
-//! [`backend_rng_lock`], each after re-seeding the RNG from (step seed, replica), so every
-//! replica's draws are reproducible whatever the thread timing; the backward passes, most of the
-//! work, run concurrently.
+//! The replicas' forward and backward passes run concurrently, one thread each. The one random
+//! draw of a forward pass, stochastic depth's subset of samples, comes from a stream of the
+//! replica's thread seeded from (step seed, replica) (`layers::with_drop_path_seed`), not from
+//! burn's process-wide RNG, so every replica's draws are reproducible whatever the thread timing
+//! and no replica waits for another.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -28,6 +28,7 @@ use super::loss::soft_target_cross_entropy;
 use super::params::{require_grad, take_gradients};
 use super::precision::cast_params;
 use crate::model::VisionLstm;
+use crate::model::layers::with_drop_path_seed;
 
 /// One batch as the loader hands it over, on the host.
 #[derive(Debug, Clone, Copy)]
@@ -77,8 +78,8 @@ pub fn replica_slices(n: usize, replicas: usize) -> Vec<(usize, usize)> {
 static BACKEND_RNG: Mutex<()> = Mutex::new(());
 
 /// Serialises every use of the backend's process-wide RNG that must be reproducible: hold it
-/// from `Backend::seed` until the draws are done (model initialisation, a forward pass with
-/// stochastic depth), so no other thread's draws interleave.
+/// from `Backend::seed` until the draws are done (model initialisation; a training forward pass
+/// outside `with_drop_path_seed`), so no other thread's draws interleave.
 pub fn backend_rng_lock() -> MutexGuard<'static, ()> {
     // A poisoned lock only means another thread panicked while holding it; that panic is
     // reported on its own, and the RNG is re-seeded by the next holder anyway.
@@ -129,6 +130,10 @@ pub fn batch_gradients<B: AutodiffBackend>(
     let results: Vec<ReplicaResult<B::InnerBackend>> = if slices.len() == 1 {
         vec![run(0, &devices[0], slices[0])]
     } else {
+        // Each replica's host-side work (all of it on the CPU backend) gets its own share of the
+        // caller's threads, so replicas do not queue for one pool: on the CPU the results are
+        // the same bits for any thread count (`model_fused` tests that), only the speed changes.
+        let threads = (rayon::current_num_threads() / slices.len()).max(1);
         std::thread::scope(|scope| {
             let handles: Vec<_> = slices
                 .iter()
@@ -136,7 +141,13 @@ pub fn batch_gradients<B: AutodiffBackend>(
                 .map(|(replica, &slice)| {
                     let device = &devices[replica];
                     let run = &run;
-                    scope.spawn(move || run(replica, device, slice))
+                    scope.spawn(move || {
+                        match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                            Ok(pool) => pool.install(|| run(replica, device, slice)),
+                            // No thread to spare: the global pool, shared.
+                            Err(_) => run(replica, device, slice),
+                        }
+                    })
                 })
                 .collect();
             handles
@@ -191,16 +202,14 @@ fn replica_pass<B: AutodiffBackend>(
         TensorData::new(slice.targets.to_vec(), [slice.len, classes]),
         (device, DType::F32),
     );
-    let logits = {
-        let _rng = backend_rng_lock();
-        B::seed(device, seed);
-        match compute {
-            Some(half) => cast_params(model.clone(), half)
-                .forward(images.cast(half))
-                .cast(FloatDType::F32),
-            None => model.forward(images),
-        }
-    };
+    // Stochastic depth draws from this thread's own stream: replicas run their forward passes
+    // at the same time, each with its seed.
+    let logits = with_drop_path_seed(seed, || match compute {
+        Some(half) => cast_params(model.clone(), half)
+            .forward(images.cast(half))
+            .cast(FloatDType::F32),
+        None => model.forward(images),
+    });
     let loss = soft_target_cross_entropy(logits.clone(), targets);
     let mut gradients = loss.clone().mul_scalar(loss_weight).backward();
     let taken = take_gradients(&model, &mut gradients);

@@ -18,8 +18,9 @@ use serde_json::Value;
 /// `Tensor::random`, parameter initialisation (lazy: drawn when a parameter is first used),
 /// stochastic depth. A test that seeds must hold it from the seed to its last draw, and a test
 /// that draws without seeding must hold it while it draws, or its draws would land in the middle
-/// of a seeded sequence. It is the library's own lock, which `batch_gradients` and training take
-/// for their forward passes: never call those while holding it (it is not re-entrant).
+/// of a seeded sequence. It is the library's own lock, which model initialisation in training
+/// and `vilab bench` takes: never start those while holding it (it is not re-entrant).
+/// (Training forward passes draw stochastic depth from a stream of their own thread instead.)
 pub use vilab::train::parallel::backend_rng_lock;
 
 /// The binary under test.

@@ -373,7 +373,7 @@ thread_local! {
 }
 
 /// Runs `work` (a training forward pass) with this thread's stochastic depth drawn from a stream
-/// seeded by `seed`: the same seed drops the same samples in every layer, on any backend and
+/// seeded by `seed`: the same seed makes the same draws, layer after layer, on any backend and
 /// whatever other threads do at the same time (data-parallel replicas run their forward passes
 /// concurrently, each with its own seed).
 pub fn with_drop_path_seed<R>(seed: u64, work: impl FnOnce() -> R) -> R {

@@ -95,6 +95,7 @@ fn images<B: BackendTrait>(config: &VilConfig, batch: usize) -> Tensor<B, 4> {
 }
 
 fn bench_models(criterion: &mut Criterion) {
+    vilab::backend::keep_freed_memory();
     for case in CASES {
         let Some(config) = preset(case.preset) else {
             continue;
@@ -183,6 +184,7 @@ fn bench_replicas(criterion: &mut Criterion, replicas: usize) -> Option<f64> {
 }
 
 fn bench_parallel(criterion: &mut Criterion) {
+    vilab::backend::keep_freed_memory();
     let one = bench_replicas(criterion, 1);
     let two = bench_replicas(criterion, 2);
     if let (Some(one), Some(two)) = (one, two) {

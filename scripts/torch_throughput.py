@@ -13,8 +13,8 @@ global-norm clipping. Inputs are random tensors already on the GPU, so this meas
 optimiser alone; vilab's figure also includes its data loader.
 
 Usage: torch_throughput.py --dim 192 --depth 24 --image-size 224 --batch 64 --steps 20 \
-           --precision f32|bf16 [--compile]
-Prints one line: `pytorch <device> <precision> 1 device(s): <images/s> img/s (<params> parameters, peak <MiB> MiB)`.
+           --precision f32|bf16 [--compile] [--mode train|eval]
+Prints one line: `pytorch <device> <precision> <mode> 1 device(s): <images/s> img/s (<params> parameters, peak <MiB> MiB)`.
 """
 
 import argparse
@@ -160,6 +160,12 @@ def main():
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--mode",
+        choices=["train", "eval"],
+        default="train",
+        help="train: the whole training step; eval: the forward pass alone (eval mode, inference_mode)",
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -191,6 +197,15 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
 
+    if args.mode == "eval":
+        model.eval()
+
+        def step():  # noqa: F811 - the forward pass alone, as validation and prediction run it
+            with torch.inference_mode(), torch.autocast(
+                device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"
+            ):
+                step_model(images)
+
     for _ in range(args.warmup_steps):
         step()
     synchronize()
@@ -200,7 +215,7 @@ def main():
     synchronize()
     seconds = time.perf_counter() - start
     print(
-        f"pytorch {device.type} {args.precision} 1 device(s): {args.batch * args.steps / seconds:.1f} img/s "
+        f"pytorch {device.type} {args.precision} {args.mode} 1 device(s): {args.batch * args.steps / seconds:.1f} img/s "
         f"({params} parameters, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB)"
     )
 

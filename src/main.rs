@@ -11,6 +11,7 @@ use vilab::cli::Cli;
 use vilab::progress::ColorChoice;
 
 fn main() -> ExitCode {
+    vilab::backend::keep_freed_memory();
     restore_signal_defaults();
     let args: Vec<OsString> = std::env::args_os().collect();
     // clap colours its help and errors itself, so it needs the choice before parsing; on

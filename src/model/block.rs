@@ -123,9 +123,7 @@ impl<B: Backend> ViLLayer<B> {
         let [batch, tokens, dim] = input.dims();
         let [_, doubled] = self.proj_up.weight.dims();
         let inner = doubled / 2;
-        let up = self
-            .proj_up
-            .forward(input.reshape([batch * tokens, dim]))
+        let up = fused_linear(&self.proj_up, input.reshape([batch * tokens, dim]))
             .reshape([batch, tokens, doubled]);
         let [blocks, block, _] = self.q_proj.weight.dims();
         let (convolution, conv_weight, conv_bias) = match (&self.conv1d, &self.conv) {
@@ -199,7 +197,7 @@ impl<B: Backend> ViLLayer<B> {
             up,
         };
         match fused::layer_core(shape, inputs) {
-            Ok(hidden) => self.proj_down.forward(hidden).reshape([batch, tokens, dim]),
+            Ok(hidden) => fused_linear(&self.proj_down, hidden).reshape([batch, tokens, dim]),
             Err(_) => unreachable!("the caller checked that the backend has the fused core"),
         }
     }
@@ -256,6 +254,15 @@ impl<B: Backend> ViLLayer<B> {
             Direction::FromBottomRight => output.flip([1]),
         }
     }
+}
+
+/// A burn `Linear` on `[rows, in]` through [`fused::linear::linear`] (threaded on the CPU).
+fn fused_linear<B: Backend>(linear: &Linear<B>, input: Tensor<B, 2>) -> Tensor<B, 2> {
+    fused::linear::linear(
+        input,
+        linear.weight.val(),
+        linear.bias.as_ref().map(|bias| bias.val()),
+    )
 }
 
 /// `input · W[:, start..start+width] (+ b[start..start+width])` for a burn `Linear`.

@@ -66,7 +66,7 @@ impl<B: Backend> PatchEmbed<B> {
             .val()
             .reshape([dim, channels * patch * patch])
             .transpose();
-        let tokens = patches.matmul(weight) + self.proj.bias.val().unsqueeze::<2>();
+        let tokens = super::fused::linear::linear(patches, weight, Some(self.proj.bias.val()));
         tokens.reshape([batch, rows * columns, dim])
     }
 }

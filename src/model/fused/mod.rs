@@ -11,6 +11,7 @@
 //! (to compare speed or results); [`ViLLayer::forward_with`] picks a path for one call.
 
 pub mod kernel;
+pub mod linear;
 
 use std::any::{Any, TypeId};
 use std::sync::{Arc, OnceLock};

@@ -62,6 +62,15 @@ impl<B: Backend> VilLayerNorm<B> {
     /// # Shapes
     /// `[..., dim]` → `[..., dim]`
     pub fn forward<const D: usize>(&self, input: Tensor<B, D>) -> Tensor<B, D> {
+        let settings = super::fused::norm::NormSettings {
+            epsilon: self.epsilon as f32,
+            offset_scale: self.offset_scale,
+        };
+        let bias = self.bias.as_ref().map(|bias| bias.val());
+        let input = match super::fused::norm::layer_norm(input, self.weight.val(), bias, settings) {
+            Ok(output) => return output,
+            Err(input) => input,
+        };
         let normalised = normalise_last_axis(input, self.epsilon);
         let scale = self.scale().unsqueeze::<D>();
         let scaled = normalised * scale;

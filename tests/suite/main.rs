@@ -51,6 +51,7 @@ mod model_blocks;
 mod model_cell;
 mod model_chunkwise;
 mod model_fused;
+mod model_fused_ops;
 mod model_golden;
 mod model_init;
 mod model_params;

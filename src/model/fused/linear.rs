@@ -17,11 +17,11 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ndarray::NdArrayTensor;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::{Kernels, from_primitive, primitive, values};
+use super::{Kernels, from_primitive, ndarray_tensor, primitive, values};
 use crate::backend::{Cpu, CpuTrain};
 
 /// Rows (or columns) of the output per task: large enough that the packing of the shared
@@ -141,10 +141,6 @@ pub(super) fn parallel_gemm(
     });
 }
 
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> NdArrayTensor {
-    NdArrayTensor::from_data(TensorData::new(values, shape))
-}
-
 fn dims2(tensor: &NdArrayTensor) -> [usize; 2] {
     use burn::tensor::TensorMetadata;
     let shape = tensor.shape();
@@ -176,7 +172,7 @@ fn forward(
             }
         });
     }
-    tensor(output, vec![rows, columns])
+    ndarray_tensor(output, vec![rows, columns])
 }
 
 /// What the backward step keeps: the input (for the weight gradient) and the weight (for the
@@ -214,7 +210,7 @@ impl Backward<Cpu, 3> for LinearBackward {
                 (&values(&weight), 1, columns),
                 &mut gradient,
             );
-            grads.register::<Cpu>(node.id, tensor(gradient, vec![rows, depth]));
+            grads.register::<Cpu>(node.id, ndarray_tensor(gradient, vec![rows, depth]));
         }
         if let Some(node) = weight_parent {
             // dW = Xᵀ · dY
@@ -225,7 +221,7 @@ impl Backward<Cpu, 3> for LinearBackward {
                 (&output_gradient, columns, 1),
                 &mut gradient,
             );
-            grads.register::<Cpu>(node.id, tensor(gradient, vec![depth, columns]));
+            grads.register::<Cpu>(node.id, ndarray_tensor(gradient, vec![depth, columns]));
         }
         if let Some(node) = bias_parent {
             // db = Σ_rows dY, in row order.
@@ -235,7 +231,7 @@ impl Backward<Cpu, 3> for LinearBackward {
                     *sum += value;
                 }
             }
-            grads.register::<Cpu>(node.id, tensor(gradient, vec![columns]));
+            grads.register::<Cpu>(node.id, ndarray_tensor(gradient, vec![columns]));
         }
     }
 }
@@ -245,7 +241,7 @@ fn training(input: Tracked, weight: Tracked, bias: Option<Tracked>) -> Tracked {
     // constant, which receives no gradient.
     let bias_node = match &bias {
         Some(bias) => bias.node.clone(),
-        None => Tracked::new(tensor(Vec::new(), vec![0])).node,
+        None => Tracked::new(ndarray_tensor(Vec::new(), vec![0])).node,
     };
     let nodes = [input.node.clone(), weight.node.clone(), bias_node];
     let output = forward(

@@ -12,6 +12,7 @@
 
 pub mod kernel;
 pub mod linear;
+pub mod norm;
 
 use std::any::{Any, TypeId};
 use std::sync::{Arc, OnceLock};

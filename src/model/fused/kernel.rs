@@ -423,7 +423,7 @@ fn sigmoid(input: f32) -> f32 {
 
 /// `C = α·A·B + β·C` on strided row-major views (`matrixmultiply`'s sgemm).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gemm(
+fn gemm(
     [rows, depth, columns]: [usize; 3],
     alpha: f32,
     (left, left_row_stride, left_column_stride): (&[f32], usize, usize),

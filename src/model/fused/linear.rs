@@ -10,8 +10,6 @@
 //! every output element is one block's sequential sum, so results are the same bits on one thread
 //! or sixteen (which bit-identical resume relies on).
 
-use std::sync::Arc;
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -21,7 +19,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
 
-use super::{Kernels, from_primitive, ndarray_tensor, primitive, values};
+use super::{
+    Kernels, TrackedTensor, from_primitive, ndarray_tensor, placeholder, primitive, values,
+};
 use crate::backend::{Cpu, CpuTrain};
 
 /// Rows (or columns) of the output per task: large enough that the packing of the shared
@@ -49,11 +49,11 @@ pub fn linear<B: Backend>(
             return from_primitive::<B, NdArrayTensor, 2>(output, [rows, columns]);
         }
         if id == std::any::TypeId::of::<CpuTrain>() {
-            let input = primitive::<B, Tracked, 2>(input);
-            let weight = primitive::<B, Tracked, 2>(weight);
-            let bias = bias.map(primitive::<B, Tracked, 1>);
+            let input = primitive::<B, TrackedTensor, 2>(input);
+            let weight = primitive::<B, TrackedTensor, 2>(weight);
+            let bias = bias.map(primitive::<B, TrackedTensor, 1>);
             let output = training(input, weight, bias);
-            return from_primitive::<B, Tracked, 2>(output, [rows, columns]);
+            return from_primitive::<B, TrackedTensor, 2>(output, [rows, columns]);
         }
     }
     let output = input.matmul(weight);
@@ -62,8 +62,6 @@ pub fn linear<B: Backend>(
         None => output,
     }
 }
-
-type Tracked = <CpuTrain as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
 /// A strided read-only matrix view: values, row stride, column stride.
 type View<'a> = (&'a [f32], usize, usize);
@@ -180,7 +178,7 @@ fn forward(
 #[derive(Clone, Debug)]
 struct LinearState {
     input: NdArrayTensor,
-    weight: Arc<NdArrayTensor>,
+    weight: NdArrayTensor,
 }
 
 #[derive(Debug)]
@@ -236,12 +234,14 @@ impl Backward<Cpu, 3> for LinearBackward {
     }
 }
 
-fn training(input: Tracked, weight: Tracked, bias: Option<Tracked>) -> Tracked {
-    // An absent bias still needs a graph node for the fixed-size parent list: an untracked
-    // constant, which receives no gradient.
+fn training(
+    input: TrackedTensor,
+    weight: TrackedTensor,
+    bias: Option<TrackedTensor>,
+) -> TrackedTensor {
     let bias_node = match &bias {
         Some(bias) => bias.node.clone(),
-        None => Tracked::new(ndarray_tensor(Vec::new(), vec![0])).node,
+        None => placeholder().node,
     };
     let nodes = [input.node.clone(), weight.node.clone(), bias_node];
     let output = forward(
@@ -257,7 +257,7 @@ fn training(input: Tracked, weight: Tracked, bias: Option<Tracked>) -> Tracked {
         OpsKind::Tracked(prep) => {
             let state = LinearState {
                 input: input.primitive,
-                weight: Arc::new(weight.primitive),
+                weight: weight.primitive,
             };
             prep.finish(state, output)
         }

@@ -266,14 +266,17 @@ impl Backward<Cpu, PARENT_COUNT> for CoreBackward {
 
 type TrackedTensor = <CpuTrain as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
+/// What stands for an absent optional parameter (a bias) in an operation's fixed-size parent
+/// list: an untracked empty constant, which receives no gradient.
+fn placeholder() -> TrackedTensor {
+    TrackedTensor::new(ndarray_tensor(Vec::new(), vec![0]))
+}
+
 fn training(
     shape: CoreShape,
     up: TrackedTensor,
     parameters: [Option<TrackedTensor>; PARAMETER_COUNT],
 ) -> TrackedTensor {
-    // Absent biases still need a graph node for the fixed-size parent list: an untracked
-    // constant, which receives no gradient.
-    let placeholder = || TrackedTensor::new(ndarray_tensor(Vec::new(), vec![0]));
     let mut nodes = vec![up.node.clone()];
     nodes.extend(parameters.iter().map(|parameter| match parameter {
         Some(tensor) => tensor.node.clone(),

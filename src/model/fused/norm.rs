@@ -18,13 +18,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorMetadata};
 use rayon::prelude::*;
 
-use super::{Kernels, from_primitive, ndarray_tensor, primitive, values};
+use super::{
+    Kernels, TrackedTensor, from_primitive, ndarray_tensor, placeholder, primitive, values,
+};
 use crate::backend::{Cpu, CpuTrain};
 
 /// Rows per task (and per partial sum of the parameter gradients).
 const ROWS: usize = 64;
-
-type Tracked = <CpuTrain as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
 /// The norm's settings: ε, and whether the stored weight is an offset from a scale of 1.
 #[derive(Clone, Copy, Debug)]
@@ -56,11 +56,11 @@ pub fn layer_norm<B: Backend, const D: usize>(
         return Ok(from_primitive::<B, NdArrayTensor, 2>(output, [rows, width]).reshape(dims));
     }
     if id == std::any::TypeId::of::<CpuTrain>() {
-        let input = primitive::<B, Tracked, 2>(input.reshape([rows, width]));
-        let weight = primitive::<B, Tracked, 1>(weight);
-        let bias = bias.map(primitive::<B, Tracked, 1>);
+        let input = primitive::<B, TrackedTensor, 2>(input.reshape([rows, width]));
+        let weight = primitive::<B, TrackedTensor, 1>(weight);
+        let bias = bias.map(primitive::<B, TrackedTensor, 1>);
         let output = training(settings, input, weight, bias);
-        return Ok(from_primitive::<B, Tracked, 2>(output, [rows, width]).reshape(dims));
+        return Ok(from_primitive::<B, TrackedTensor, 2>(output, [rows, width]).reshape(dims));
     }
     Err(input)
 }
@@ -217,15 +217,13 @@ impl Backward<Cpu, 3> for NormBackward {
 
 fn training(
     settings: NormSettings,
-    input: Tracked,
-    weight: Tracked,
-    bias: Option<Tracked>,
-) -> Tracked {
-    // An absent bias still needs a graph node for the fixed-size parent list: an untracked
-    // constant, which receives no gradient.
+    input: TrackedTensor,
+    weight: TrackedTensor,
+    bias: Option<TrackedTensor>,
+) -> TrackedTensor {
     let bias_node = match &bias {
         Some(bias) => bias.node.clone(),
-        None => Tracked::new(ndarray_tensor(Vec::new(), vec![0])).node,
+        None => placeholder().node,
     };
     let nodes = [input.node.clone(), weight.node.clone(), bias_node];
     let (output, deviations) = forward(

@@ -120,11 +120,10 @@ impl<B: Backend> ViLLayer<B> {
     /// L1 and L8 as burn products around the fused core, which reads the rows in reverse for
     /// a bottom-right layer instead of flipping them.
     fn forward_fused(&self, input: Tensor<B, 3>, grid: [usize; 2]) -> Tensor<B, 3> {
-        let [batch, tokens, dim] = input.dims();
+        let [batch, tokens, _] = input.dims();
         let [_, doubled] = self.proj_up.weight.dims();
         let inner = doubled / 2;
-        let up = fused_linear(&self.proj_up, input.reshape([batch * tokens, dim]))
-            .reshape([batch, tokens, doubled]);
+        let up = fused_linear(&self.proj_up, input);
         let [blocks, block, _] = self.q_proj.weight.dims();
         let (convolution, conv_weight, conv_bias) = match (&self.conv1d, &self.conv) {
             (Some(conv), _) => {
@@ -197,7 +196,7 @@ impl<B: Backend> ViLLayer<B> {
             up,
         };
         match fused::layer_core(shape, inputs) {
-            Ok(hidden) => fused_linear(&self.proj_down, hidden).reshape([batch, tokens, dim]),
+            Ok(hidden) => fused_linear(&self.proj_down, hidden),
             Err(_) => unreachable!("the caller checked that the backend has the fused core"),
         }
     }
@@ -256,8 +255,9 @@ impl<B: Backend> ViLLayer<B> {
     }
 }
 
-/// A burn `Linear` on `[rows, in]` through [`fused::linear::linear`] (threaded on the CPU).
-fn fused_linear<B: Backend>(linear: &Linear<B>, input: Tensor<B, 2>) -> Tensor<B, 2> {
+/// A burn `Linear` on `[batch, tokens, in]` through [`fused::linear::linear`] (threaded on the
+/// CPU).
+fn fused_linear<B: Backend>(linear: &Linear<B>, input: Tensor<B, 3>) -> Tensor<B, 3> {
     fused::linear::linear(
         input,
         linear.weight.val(),

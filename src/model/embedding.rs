@@ -59,15 +59,14 @@ impl<B: Backend> PatchEmbed<B> {
         let patches = images
             .reshape([batch, channels, rows, patch, columns, patch])
             .permute([0, 2, 4, 1, 3, 5])
-            .reshape([batch * rows * columns, channels * patch * patch]);
+            .reshape([batch, rows * columns, channels * patch * patch]);
         let weight = self
             .proj
             .weight
             .val()
             .reshape([dim, channels * patch * patch])
             .transpose();
-        let tokens = super::fused::linear::linear(patches, weight, Some(self.proj.bias.val()));
-        tokens.reshape([batch, rows * columns, dim])
+        super::fused::linear::linear(patches, weight, Some(self.proj.bias.val()))
     }
 }
 

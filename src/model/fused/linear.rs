@@ -4,63 +4,73 @@
 //! burn-ndarray runs a 2-D matmul as a single `matrixmultiply` call on one thread (it threads
 //! only over batch dimensions, and only with its `multi-threads` feature, whose GEMM threads
 //! ignore rayon's pool), so the up- and down-projections of every ViL layer — about 60% of the
-//! model's arithmetic — kept one core busy while the other waited. Here each product is cut into
-//! blocks of [`CHUNK`] rows or columns of its output, whichever dimension is longer, and the
-//! blocks run as rayon tasks. The cut depends on the shapes alone, never on the thread count, and
-//! every output element is one block's sequential sum, so results are the same bits on one thread
-//! or sixteen (which bit-identical resume relies on).
+//! model's arithmetic — kept one core busy while the other waited. Here each product is cut along
+//! the longer dimension of its output into two tasks per thread, and the tasks run on rayon.
+//!
+//! Every task packs the operand it shares with the others (`matrixmultiply` copies both operands
+//! into its kernel's layout on every call), so the tasks are as few as balance allows: cut into
+//! fixed 64-row blocks instead, a `vil_tiny` up-projection packed its weight 49 times, and
+//! packing took an eighth of the training step. The cuts fall on multiples of [`CHUNK`], a
+//! multiple of the kernel's 16 × 16 tiles, so every output element goes through the same tile
+//! and the same sequential sum over the depth whichever task computes it: the results are the
+//! same bits on one thread or sixteen (which bit-identical resume relies on).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::ndarray::NdArrayTensor;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
 
 use super::{
-    Kernels, TrackedTensor, from_primitive, ndarray_tensor, placeholder, primitive, values,
+    Kernels, TrackedTensor, affine_operation, from_primitive, matrix_shape, ndarray_tensor,
+    primitive, values,
 };
 use crate::backend::{Cpu, CpuTrain};
 
-/// Rows (or columns) of the output per task: large enough that the packing of the shared
-/// operand costs a few percent of the block's arithmetic, small enough that a `[192, 768]`
-/// weight gradient still makes a dozen tasks.
+/// The unit of the cut: tasks take whole multiples of this many rows (or columns).
 const CHUNK: usize = 64;
 
-/// `input [rows, in] · weight [in, out] (+ bias [out])`, burn's `Linear` layout. The CPU backend
-/// (with or without autodiff) gets the threaded products; other backends, and
+/// Tasks per rayon thread: two, so that a thread held up elsewhere leaves work to steal.
+const TASKS_PER_THREAD: usize = 2;
+
+/// `input [.., in] · weight [in, out] (+ bias [out])` over the last axis of `input`, burn's
+/// `Linear` layout. The CPU backend (with or without autodiff) gets the threaded products, with
+/// the leading axes read as rows (no reshape, which would copy); other backends, and
 /// `VILAB_KERNELS=generic`, the burn ops.
-pub fn linear<B: Backend>(
-    input: Tensor<B, 2>,
+pub fn linear<B: Backend, const D: usize>(
+    input: Tensor<B, D>,
     weight: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, 2> {
-    let [rows, _] = input.dims();
+) -> Tensor<B, D> {
+    let mut dims = input.dims();
     let [_, columns] = weight.dims();
+    dims[D - 1] = columns;
     if Kernels::from_environment() == Kernels::Fused {
         let id = std::any::TypeId::of::<B>();
         if id == std::any::TypeId::of::<Cpu>() {
-            let input = primitive::<B, NdArrayTensor, 2>(input);
+            let input = primitive::<B, NdArrayTensor, D>(input);
             let weight = primitive::<B, NdArrayTensor, 2>(weight);
             let bias = bias.map(primitive::<B, NdArrayTensor, 1>);
             let output = forward(&input, &weight, bias.as_ref());
-            return from_primitive::<B, NdArrayTensor, 2>(output, [rows, columns]);
+            return from_primitive::<B, NdArrayTensor, D>(output, dims);
         }
         if id == std::any::TypeId::of::<CpuTrain>() {
-            let input = primitive::<B, TrackedTensor, 2>(input);
+            let input = primitive::<B, TrackedTensor, D>(input);
             let weight = primitive::<B, TrackedTensor, 2>(weight);
             let bias = bias.map(primitive::<B, TrackedTensor, 1>);
             let output = training(input, weight, bias);
-            return from_primitive::<B, TrackedTensor, 2>(output, [rows, columns]);
+            return from_primitive::<B, TrackedTensor, D>(output, dims);
         }
     }
-    let output = input.matmul(weight);
-    match bias {
+    // A 2-D product, as before the rank was generic (a reshape is free on the GPU backends).
+    let output = input.flatten::<2>(0, D - 2).matmul(weight);
+    let output = match bias {
         Some(bias) => output + bias.unsqueeze::<2>(),
         None => output,
-    }
+    };
+    output.reshape(dims)
 }
 
 /// A strided read-only matrix view: values, row stride, column stride.
@@ -82,8 +92,9 @@ unsafe impl Send for SharedOutput {}
 // SAFETY: as for `Send`: shared only among tasks that write disjoint blocks.
 unsafe impl Sync for SharedOutput {}
 
-/// `output = left [m, k] · right [k, n]` into a contiguous row-major `[m, n]` output, in blocks of
-/// [`CHUNK`] output rows (when `m ≥ n`) or columns, one rayon task per block.
+/// `output = left [m, k] · right [k, n]` into a contiguous row-major `[m, n]` output, cut into
+/// [`TASKS_PER_THREAD`] blocks of output rows (when `m ≥ n`) or columns per thread, each a
+/// multiple of [`CHUNK`] long (the last one excepted), one rayon task per block.
 pub(super) fn parallel_gemm(
     [m, k, n]: [usize; 3],
     (left, left_rows, left_columns): View,
@@ -104,15 +115,19 @@ pub(super) fn parallel_gemm(
     assert!(last(left_rows, left_columns, m, k) < left.len());
     assert!(last(right_rows, right_columns, k, n) < right.len());
     let by_rows = m >= n;
-    let blocks = if by_rows { m } else { n }.div_ceil(CHUNK);
+    let long = if by_rows { m } else { n };
+    let units = long.div_ceil(CHUNK);
+    let tasks = units.min(TASKS_PER_THREAD * rayon::current_num_threads());
+    let block_length = units.div_ceil(tasks) * CHUNK;
+    let blocks = long.div_ceil(block_length);
     let shared = SharedOutput(output.as_mut_ptr());
     (0..blocks).into_par_iter().for_each(|block| {
-        let start = block * CHUNK;
+        let start = block * block_length;
         let (rows, columns, left_offset, right_offset, output_offset) = if by_rows {
-            let rows = CHUNK.min(m - start);
+            let rows = block_length.min(m - start);
             (rows, n, start * left_rows, 0, start * n)
         } else {
-            let columns = CHUNK.min(n - start);
+            let columns = block_length.min(n - start);
             (m, columns, 0, start * right_columns, start)
         };
         // SAFETY: the asserts above bound every element of `left` and `right` that the full
@@ -139,20 +154,14 @@ pub(super) fn parallel_gemm(
     });
 }
 
-fn dims2(tensor: &NdArrayTensor) -> [usize; 2] {
-    use burn::tensor::TensorMetadata;
-    let shape = tensor.shape();
-    [shape[0], shape[1]]
-}
-
-/// The forward product with the bias added.
+/// The forward product with the bias added, shaped as `input` with its last axis `out` wide.
 fn forward(
     input: &NdArrayTensor,
     weight: &NdArrayTensor,
     bias: Option<&NdArrayTensor>,
 ) -> NdArrayTensor {
-    let [rows, depth] = dims2(input);
-    let [_, columns] = dims2(weight);
+    let (mut shape, [rows, depth]) = matrix_shape(input);
+    let (_, [_, columns]) = matrix_shape(weight);
     let mut output = vec![0.0; rows * columns];
     parallel_gemm(
         [rows, depth, columns],
@@ -170,7 +179,10 @@ fn forward(
             }
         });
     }
-    ndarray_tensor(output, vec![rows, columns])
+    if let Some(last) = shape.last_mut() {
+        *last = columns;
+    }
+    ndarray_tensor(output, shape)
 }
 
 /// What the backward step keeps: the input (for the weight gradient) and the weight (for the
@@ -194,8 +206,8 @@ impl Backward<Cpu, 3> for LinearBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let LinearState { input, weight } = ops.state;
-        let [rows, depth] = dims2(&input);
-        let [_, columns] = dims2(&weight);
+        let (input_shape, [rows, depth]) = matrix_shape(&input);
+        let (_, [_, columns]) = matrix_shape(&weight);
         let output_gradient = grads.consume::<Cpu>(&ops.node);
         let output_gradient = values(&output_gradient);
         let [input_parent, weight_parent, bias_parent] = ops.parents;
@@ -208,7 +220,7 @@ impl Backward<Cpu, 3> for LinearBackward {
                 (&values(&weight), 1, columns),
                 &mut gradient,
             );
-            grads.register::<Cpu>(node.id, ndarray_tensor(gradient, vec![rows, depth]));
+            grads.register::<Cpu>(node.id, ndarray_tensor(gradient, input_shape));
         }
         if let Some(node) = weight_parent {
             // dW = Xᵀ · dY
@@ -239,28 +251,12 @@ fn training(
     weight: TrackedTensor,
     bias: Option<TrackedTensor>,
 ) -> TrackedTensor {
-    let bias_node = match &bias {
-        Some(bias) => bias.node.clone(),
-        None => placeholder().node,
-    };
-    let nodes = [input.node.clone(), weight.node.clone(), bias_node];
-    let output = forward(
-        &input.primitive,
-        &weight.primitive,
-        bias.as_ref().map(|bias| &bias.primitive),
-    );
-    match LinearBackward
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = LinearState {
-                input: input.primitive,
-                weight: weight.primitive,
-            };
-            prep.finish(state, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
+    affine_operation(
+        LinearBackward,
+        input,
+        weight,
+        bias,
+        |input, weight, bias| (forward(input, weight, bias), ()),
+        |input, weight, ()| LinearState { input, weight },
+    )
 }

@@ -90,24 +90,21 @@ pub const PARAMETER_NAMES: [&str; PARAMETER_COUNT] = [
     "learnable_skip",
 ];
 
-/// Runs the fused core if `B` has it: returns the core output `[batch·tokens, E]` in physical
+/// Runs the fused core if `B` has it: returns the core output `[batch, tokens, E]` in physical
 /// row order, or gives the inputs back for the generic path.
 pub fn layer_core<B: Backend>(
     shape: CoreShape,
     inputs: CoreInputs<B>,
-) -> Result<Tensor<B, 2>, CoreInputs<B>> {
+) -> Result<Tensor<B, 3>, CoreInputs<B>> {
     let id = TypeId::of::<B>();
-    let rows = shape.batch * shape.tokens;
+    let dims = [shape.batch, shape.tokens, shape.inner];
     if id == TypeId::of::<Cpu>() {
         let up = primitive::<B, NdArrayTensor, 3>(inputs.up);
         let parameters = inputs
             .parameters
             .map(|parameter| parameter.map(primitive::<B, NdArrayTensor, 1>));
         let output = inference(shape, &up, &parameters);
-        return Ok(from_primitive::<B, NdArrayTensor, 2>(
-            output,
-            [rows, shape.inner],
-        ));
+        return Ok(from_primitive::<B, NdArrayTensor, 3>(output, dims));
     }
     if id == TypeId::of::<CpuTrain>() {
         type Tracked = <CpuTrain as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
@@ -116,7 +113,7 @@ pub fn layer_core<B: Backend>(
             .parameters
             .map(|parameter| parameter.map(primitive::<B, Tracked, 1>));
         let output = training(shape, up, parameters);
-        return Ok(from_primitive::<B, Tracked, 2>(output, [rows, shape.inner]));
+        return Ok(from_primitive::<B, Tracked, 3>(output, dims));
     }
     Err(inputs)
 }
@@ -162,6 +159,17 @@ fn values(tensor: &NdArrayTensor) -> std::borrow::Cow<'_, [f32]> {
 
 fn ndarray_tensor(values: Vec<f32>, shape: Vec<usize>) -> NdArrayTensor {
     NdArrayTensor::from_data(TensorData::new(values, shape))
+}
+
+/// A tensor's shape, and that shape read as a matrix: `[rows, last axis]`, the leading axes
+/// folded into the rows. The fused operations take any rank this way, because a burn reshape on
+/// the ndarray backend copies the tensor (burn-ndarray 0.21 turns the reshaped view into a new
+/// shared array), which cost ~4% of a `vil_tiny` training step.
+fn matrix_shape(tensor: &NdArrayTensor) -> (Vec<usize>, [usize; 2]) {
+    let shape = tensor.shape().to_vec();
+    let width = shape.last().copied().unwrap_or(1);
+    let rows = shape.iter().product::<usize>() / width.max(1);
+    (shape, [rows, width])
 }
 
 /// Parameter values owned, so they can travel into the backward step.
@@ -211,7 +219,7 @@ fn inference(
 ) -> NdArrayTensor {
     let parameters = owned(parameters);
     let (output, _) = kernel::forward(&shape, &parameters.borrowed(), &values(up), false);
-    ndarray_tensor(output, vec![shape.batch * shape.tokens, shape.inner])
+    ndarray_tensor(output, shape.output_dims())
 }
 
 /// What the backward step keeps from the forward pass.
@@ -272,6 +280,47 @@ fn placeholder() -> TrackedTensor {
     TrackedTensor::new(ndarray_tensor(Vec::new(), vec![0]))
 }
 
+/// An operation on `(input, weight, optional bias)` in the autodiff graph, as the fused linear
+/// and norm are: `forward` computes the output (and what else the backward step needs) from the
+/// inner tensors, and `keep` builds the backward step's state from the input, the weight and
+/// that extra, only when a gradient is wanted. An absent bias stands as a [`placeholder`].
+fn affine_operation<Op, Extra>(
+    operation: Op,
+    input: TrackedTensor,
+    weight: TrackedTensor,
+    bias: Option<TrackedTensor>,
+    forward: impl FnOnce(
+        &NdArrayTensor,
+        &NdArrayTensor,
+        Option<&NdArrayTensor>,
+    ) -> (NdArrayTensor, Extra),
+    keep: impl FnOnce(NdArrayTensor, NdArrayTensor, Extra) -> Op::State,
+) -> TrackedTensor
+where
+    Op: Backward<Cpu, 3>,
+{
+    let bias_node = match &bias {
+        Some(bias) => bias.node.clone(),
+        None => placeholder().node,
+    };
+    let nodes = [input.node.clone(), weight.node.clone(), bias_node];
+    let (output, extra) = forward(
+        &input.primitive,
+        &weight.primitive,
+        bias.as_ref().map(|bias| &bias.primitive),
+    );
+    match operation
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            prep.finish(keep(input.primitive, weight.primitive, extra), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
 fn training(
     shape: CoreShape,
     up: TrackedTensor,
@@ -294,7 +343,6 @@ fn training(
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
         .stateful();
-    let rows = shape.batch * shape.tokens;
     match prepared {
         OpsKind::Tracked(prep) => {
             let (output, activations) =
@@ -305,12 +353,12 @@ fn training(
                 up: up.primitive.clone(),
                 activations: Arc::new(activations),
             };
-            prep.finish(state, ndarray_tensor(output, vec![rows, shape.inner]))
+            prep.finish(state, ndarray_tensor(output, shape.output_dims()))
         }
         OpsKind::UnTracked(prep) => {
             let (output, _) =
                 kernel::forward(&shape, &owned_parameters.borrowed(), &up_values, false);
-            prep.finish(ndarray_tensor(output, vec![rows, shape.inner]))
+            prep.finish(ndarray_tensor(output, shape.output_dims()))
         }
     }
 }

@@ -10,16 +10,16 @@
 //! on the thread count.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::ndarray::NdArrayTensor;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorMetadata};
 use rayon::prelude::*;
 
 use super::{
-    Kernels, TrackedTensor, from_primitive, ndarray_tensor, placeholder, primitive, values,
+    Kernels, TrackedTensor, affine_operation, from_primitive, matrix_shape, ndarray_tensor,
+    primitive, values,
 };
 use crate::backend::{Cpu, CpuTrain};
 
@@ -46,21 +46,19 @@ pub fn layer_norm<B: Backend, const D: usize>(
     }
     let id = std::any::TypeId::of::<B>();
     let dims = input.dims();
-    let width = dims[D - 1];
-    let rows = dims.iter().product::<usize>() / width.max(1);
     if id == std::any::TypeId::of::<Cpu>() {
-        let input = primitive::<B, NdArrayTensor, 2>(input.reshape([rows, width]));
+        let input = primitive::<B, NdArrayTensor, D>(input);
         let weight = primitive::<B, NdArrayTensor, 1>(weight);
         let bias = bias.map(primitive::<B, NdArrayTensor, 1>);
         let (output, _) = forward(settings, &input, &weight, bias.as_ref());
-        return Ok(from_primitive::<B, NdArrayTensor, 2>(output, [rows, width]).reshape(dims));
+        return Ok(from_primitive::<B, NdArrayTensor, D>(output, dims));
     }
     if id == std::any::TypeId::of::<CpuTrain>() {
-        let input = primitive::<B, TrackedTensor, 2>(input.reshape([rows, width]));
+        let input = primitive::<B, TrackedTensor, D>(input);
         let weight = primitive::<B, TrackedTensor, 1>(weight);
         let bias = bias.map(primitive::<B, TrackedTensor, 1>);
         let output = training(settings, input, weight, bias);
-        return Ok(from_primitive::<B, TrackedTensor, 2>(output, [rows, width]).reshape(dims));
+        return Ok(from_primitive::<B, TrackedTensor, D>(output, dims));
     }
     Err(input)
 }
@@ -70,20 +68,19 @@ fn scale(settings: NormSettings, weight: &[f32]) -> Vec<f32> {
     weight.iter().map(|value| value + offset).collect()
 }
 
-/// The output and, per row, `√(var + ε)`.
+/// The output (shaped as the input) and, per row, `√(var + ε)`.
 fn forward(
     settings: NormSettings,
     input: &NdArrayTensor,
     weight: &NdArrayTensor,
     bias: Option<&NdArrayTensor>,
 ) -> (NdArrayTensor, Vec<f32>) {
-    let shape = input.shape();
-    let width = shape[1];
+    let (shape, [rows, width]) = matrix_shape(input);
     let input = values(input);
     let scale = scale(settings, &values(weight));
     let bias = bias.map(|bias| values(bias).into_owned());
     let mut output = vec![0.0; input.len()];
-    let mut deviations = vec![0.0; shape[0]];
+    let mut deviations = vec![0.0; rows];
     output
         .par_chunks_mut(ROWS * width)
         .zip(deviations.par_chunks_mut(ROWS))
@@ -107,7 +104,7 @@ fn forward(
                 }
             }
         });
-    (ndarray_tensor(output, vec![shape[0], width]), deviations)
+    (ndarray_tensor(output, shape), deviations)
 }
 
 /// One block's `Σ dy·x̂` and `Σ dy` per channel.
@@ -139,7 +136,7 @@ impl Backward<Cpu, 3> for NormBackward {
             weight,
             deviations,
         } = ops.state;
-        let width = input.shape()[1];
+        let (input_shape, [_, width]) = matrix_shape(&input);
         let output_gradient = grads.consume::<Cpu>(&ops.node);
         let output_gradient = values(&output_gradient);
         let input = values(&input);
@@ -187,9 +184,8 @@ impl Backward<Cpu, 3> for NormBackward {
             })
             .collect();
         let [input_parent, weight_parent, bias_parent] = ops.parents;
-        let rows = deviations.len();
         if let Some(node) = input_parent {
-            grads.register::<Cpu>(node.id, ndarray_tensor(input_gradient, vec![rows, width]));
+            grads.register::<Cpu>(node.id, ndarray_tensor(input_gradient, input_shape));
         }
         let total = |pick: fn(&Sums) -> &Vec<f32>| {
             let mut sum = vec![0.0; width];
@@ -221,31 +217,17 @@ fn training(
     weight: TrackedTensor,
     bias: Option<TrackedTensor>,
 ) -> TrackedTensor {
-    let bias_node = match &bias {
-        Some(bias) => bias.node.clone(),
-        None => placeholder().node,
-    };
-    let nodes = [input.node.clone(), weight.node.clone(), bias_node];
-    let (output, deviations) = forward(
-        settings,
-        &input.primitive,
-        &weight.primitive,
-        bias.as_ref().map(|bias| &bias.primitive),
-    );
-    match NormBackward
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = NormState {
-                settings,
-                input: input.primitive,
-                weight: weight.primitive,
-                deviations,
-            };
-            prep.finish(state, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
+    affine_operation(
+        NormBackward,
+        input,
+        weight,
+        bias,
+        |input, weight, bias| forward(settings, input, weight, bias),
+        |input, weight, deviations| NormState {
+            settings,
+            input,
+            weight,
+            deviations,
+        },
+    )
 }

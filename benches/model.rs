@@ -1,5 +1,7 @@
-//! Forward and forward+backward throughput of ViL on the CPU backend (burn NdArray f32), for
-//! `vil_tiny` at 224² (batch 16) and `vil_micro` at 28² (batch 64).
+//! Forward, forward+backward and whole-training-step throughput of ViL on the CPU backend (burn
+//! NdArray f32), for `vil_tiny` at 224² (batch 16) and `vil_micro` at 28² (batch 64). The
+//! training step is the one training runs: forward and backward (`batch_gradients`, softmax
+//! cross-entropy), global-norm clipping at 1.0 and AdamW (`update_step`).
 //!
 //! Run by hand: `cargo bench --bench model` (add `-- micro` or `-- tiny` to pick one model).
 //!
@@ -24,7 +26,12 @@ use burn::tensor::backend::Backend as BackendTrait;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vilab::model::{VilConfig, preset};
+use vilab::train::clipping::GradientClip;
+use vilab::train::optimizer::Optimizer;
 use vilab::train::parallel::{BatchView, batch_gradients};
+use vilab::train::params::{ParamLayout, flatten_params, with_params};
+use vilab::train::spec::OptimizerSpec;
+use vilab::train::trainer::update_step;
 
 type Backend = NdArray<f32>;
 type Training = Autodiff<Backend>;
@@ -94,6 +101,19 @@ fn images<B: BackendTrait>(config: &VilConfig, batch: usize) -> Tensor<B, 4> {
     )
 }
 
+/// Random images and one-hot targets (sample i of class i mod classes), as plain values.
+fn batch_values(config: &VilConfig, batch: usize) -> (Vec<f32>, Vec<f32>) {
+    let images: Vec<f32> = images::<Backend>(config, batch)
+        .into_data()
+        .into_vec()
+        .expect("f32 images");
+    let mut targets = vec![0.0f32; batch * config.num_classes];
+    for (sample, row) in targets.chunks_mut(config.num_classes).enumerate() {
+        row[sample % config.num_classes] = 1.0;
+    }
+    (images, targets)
+}
+
 fn bench_models(criterion: &mut Criterion) {
     vilab::backend::keep_freed_memory();
     for case in CASES {
@@ -126,6 +146,44 @@ fn bench_models(criterion: &mut Criterion) {
                 black_box(loss.backward());
             },
         );
+
+        let (images, targets) = batch_values(&config, case.batch);
+        let view = BatchView {
+            images: &images,
+            targets: &targets,
+            n: case.batch,
+            height: config.image_size,
+            width: config.image_size,
+            classes: config.num_classes,
+        };
+        let devices = [Default::default()];
+        let mut master = Some(config.init::<Backend>(&Default::default()));
+        let layout = ParamLayout::of(master.as_ref().expect("a model"));
+        let optimizer_spec = OptimizerSpec::default();
+        let mut optimizer = Optimizer::<Backend>::new(&optimizer_spec, &layout);
+        let mut seed = 0;
+        measure(
+            criterion,
+            &format!("{} train step", case.preset),
+            case.batch,
+            3.0 * forward_flops,
+            || {
+                let model = master.take().expect("the model between steps");
+                seed += 1;
+                let result = batch_gradients::<Training>(&model, &devices, view, None, 1.0, seed);
+                let params = update_step(
+                    &mut optimizer,
+                    None,
+                    Some(GradientClip::Norm(1.0)),
+                    optimizer_spec.lr,
+                    flatten_params(&model),
+                    result.gradients,
+                    result.loss.is_finite(),
+                )
+                .expect("a finite f32 step");
+                master = Some(with_params(model, params));
+            },
+        );
     }
 }
 
@@ -137,14 +195,7 @@ fn bench_replicas(criterion: &mut Criterion, replicas: usize) -> Option<f64> {
     let batch = per_replica * replicas;
     let master = config.init::<Backend>(&Default::default());
     let size = config.image_size;
-    let images: Vec<f32> = images::<Backend>(&config, batch)
-        .into_data()
-        .into_vec()
-        .expect("f32 images");
-    let mut targets = vec![0.0f32; batch * config.num_classes];
-    for (sample, row) in targets.chunks_mut(config.num_classes).enumerate() {
-        row[sample % config.num_classes] = 1.0;
-    }
+    let (images, targets) = batch_values(&config, batch);
     let view = BatchView {
         images: &images,
         targets: &targets,

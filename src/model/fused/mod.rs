@@ -107,13 +107,12 @@ pub fn layer_core<B: Backend>(
         return Ok(from_primitive::<B, NdArrayTensor, 3>(output, dims));
     }
     if id == TypeId::of::<CpuTrain>() {
-        type Tracked = <CpuTrain as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
-        let up = primitive::<B, Tracked, 3>(inputs.up);
+        let up = primitive::<B, TrackedTensor, 3>(inputs.up);
         let parameters = inputs
             .parameters
-            .map(|parameter| parameter.map(primitive::<B, Tracked, 1>));
+            .map(|parameter| parameter.map(primitive::<B, TrackedTensor, 1>));
         let output = training(shape, up, parameters);
-        return Ok(from_primitive::<B, Tracked, 3>(output, dims));
+        return Ok(from_primitive::<B, TrackedTensor, 3>(output, dims));
     }
     Err(inputs)
 }

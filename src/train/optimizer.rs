@@ -53,6 +53,21 @@ impl<B: Backend> Optimizer<B> {
         self.steps
     }
 
+    /// The same state with `map` applied to every moment tensor (a data-parallel replica's
+    /// optimiser: the moments moved to its device).
+    pub fn map_state(&self, map: impl Fn(Tensor<B, 1>) -> Tensor<B, 1>) -> Optimizer<B> {
+        let mapped = |slots: &[Option<Tensor<B, 1>>]| {
+            slots.iter().map(|slot| slot.clone().map(&map)).collect()
+        };
+        Optimizer {
+            spec: self.spec.clone(),
+            decay: self.decay.clone(),
+            steps: self.steps,
+            first: mapped(&self.first),
+            second: mapped(&self.second),
+        }
+    }
+
     /// Applies one update with learning rate `lr`, returning the new parameters.
     ///
     /// # Panics

@@ -1,13 +1,31 @@
 //! One batch's gradients, computed on one device or split across several (data parallelism).
 //!
-//! The master weights live on the first device as an inner-backend model (no autodiff). For
-//! each step every replica gets a fresh trainable copy of them on its device (the broadcast),
-//! computes the loss on its contiguous slice of the batch, and runs its backward pass in its own
-//! thread. Each replica's loss is weighted by its share of the batch (`n_r / n`) before the
+//! The master weights live on the first device as an inner-backend model (no autodiff). Every
+//! other device holds a replica of its own ([`Replicas`]): a copy of the weights and of the
+//! optimiser state made once, when training starts or resumes, and kept between steps. Each
+//! replica computes the loss on its contiguous slice of the batch and runs its backward pass in
+//! its own thread. Its loss is weighted by its share of the batch (`n_r / n`) before the
 //! backward pass, so the sum of the replicas' gradients — burn accumulates by summing — is the
 //! gradient of the mean loss over the whole batch, exactly what one device computes on the full
 //! batch: the gradients are averaged over samples, also when the batch does not divide evenly.
-//! The summed gradients come back to the first device for one optimiser step.
+//!
+//! The exchange is an all-reduce through the first device: each replica's gradients go there in
+//! one transfer through host memory ([`transfer`]; concatenated, as a model has some hundred
+//! parameter tensors and a GPU pays a fixed cost per copy), are summed in replica order,
+//! unscaled and clipped once, and the result goes back to every replica in one transfer, where
+//! its own optimiser applies it as the master's does. Identical kernels on identical inputs keep every replica's weights the master's, bit for
+//! bit; a resume copies them afresh from the master's checkpoint. A replica on the master's own
+//! device needs no copy at all (a clone of a tensor there shares its buffer), so on the CPU
+//! backend data parallelism holds nothing twice.
+//!
+//! Why not burn-collective: its local all-reduce sums the peers in the order of a `HashMap`
+//! (sorted by device id only, so replicas on one device — every CPU replica — are summed in a
+//! different order from run to run, and a resumed run would not repeat an uninterrupted one
+//! bit for bit), it runs one process-wide server per backend type that two trainings in one
+//! process would share, and it builds a websocket stack (axum, tungstenite) for multi-node use we
+//! do not have. The reduction here is a few lines, ordered and testable. burn's CUDA backend also
+//! has an NCCL all-reduce (`DistributedBackend::all_reduce`); it cannot run without GPUs, so it
+//! is not used until it can be tested on them.
 //!
 //! The replicas' forward and backward passes run concurrently, one thread each. The one random
 //! draw of a forward pass, stochastic depth's subset of samples, comes from a stream of the
@@ -17,7 +35,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleMapper, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
@@ -25,7 +43,8 @@ use burn::module::Module;
 
 use super::checkpoint::host_values;
 use super::loss::soft_target_cross_entropy;
-use super::params::{require_grad, take_gradients};
+use super::optimizer::Optimizer;
+use super::params::{flatten_params, require_grad, take_gradients, with_params};
 use super::precision::cast_params;
 use crate::model::VisionLstm;
 use crate::model::layers::with_drop_path_seed;
@@ -93,12 +112,166 @@ fn replica_seed(step_seed: u64, replica: usize) -> u64 {
     step_seed ^ (replica as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Forward and backward passes of `batch` over `devices` (the first holds `master`).
+/// The data-parallel replicas of a training run; see the module doc.
+pub struct Replicas<B: Backend> {
+    devices: Vec<B::Device>,
+    /// Per replica: its own weights and optimiser, or `None` where it computes with the
+    /// master's (the master itself, and any replica on the master's device).
+    held: Vec<Option<Held<B>>>,
+}
+
+struct Held<B: Backend> {
+    model: VisionLstm<B>,
+    optimizer: Optimizer<B>,
+}
+
+impl<B: Backend> Replicas<B> {
+    /// One replica per entry of `devices` (the first holds `master`), each starting from
+    /// `master`'s weights and `optimizer`'s state.
+    pub fn new(
+        master: &VisionLstm<B>,
+        optimizer: &Optimizer<B>,
+        devices: &[B::Device],
+    ) -> Replicas<B> {
+        let held = devices
+            .iter()
+            .enumerate()
+            .map(|(replica, device)| {
+                (replica > 0 && *device != devices[0]).then(|| Held {
+                    model: copy_model(master, device),
+                    optimizer: optimizer.map_state(|tensor| transfer(tensor, device)),
+                })
+            })
+            .collect();
+        Replicas {
+            devices: devices.to_vec(),
+            held,
+        }
+    }
+
+    /// The devices, one per replica.
+    pub fn devices(&self) -> &[B::Device] {
+        &self.devices
+    }
+
+    /// The weights replica `replica` holds of its own (`None` for the master and for replicas
+    /// on its device).
+    pub fn held_weights(&self, replica: usize) -> Option<&VisionLstm<B>> {
+        self.held.get(replica)?.as_ref().map(|held| &held.model)
+    }
+
+    /// Forward and backward passes of `batch` over the replicas, `master` being replica 0's
+    /// weights; see [`batch_gradients`].
+    pub fn gradients<A: AutodiffBackend<InnerBackend = B, Device = B::Device>>(
+        &self,
+        master: &VisionLstm<B>,
+        batch: BatchView<'_>,
+        compute: Option<FloatDType>,
+        loss_scale: f64,
+        step_seed: u64,
+    ) -> BatchGradients<B> {
+        let models: Vec<&VisionLstm<B>> = self
+            .held
+            .iter()
+            .map(|held| held.as_ref().map_or(master, |held| &held.model))
+            .collect();
+        replicated_gradients::<A>(
+            &models,
+            &self.devices,
+            batch,
+            compute,
+            loss_scale,
+            step_seed,
+        )
+    }
+
+    /// Applies one step's prepared gradients (on the first device, as
+    /// [`super::trainer::prepare_gradients`] returns them) to every replica that holds weights
+    /// of its own, with its own optimiser; the caller steps the master's.
+    pub fn update(&mut self, lr: f64, gradients: &[Option<Tensor<B, 1>>]) {
+        for (held, device) in self.held.iter_mut().zip(&self.devices) {
+            let Some(held) = held else { continue };
+            let local = move_together(gradients.to_vec(), device);
+            let params = held.optimizer.step(lr, flatten_params(&held.model), local);
+            held.model = with_params(held.model.clone(), params);
+        }
+    }
+}
+
+/// `tensor` on `device`, through host memory when it is elsewhere.
+///
+/// burn's `to_device` between two devices asks the backend for a server-to-server transfer,
+/// which burn 0.21's wgpu backend does not have (it panics) and CUDA's does through NCCL;
+/// reading back and uploading works on every backend and needs no NCCL library. A tensor on
+/// `device` already is returned as it is.
+pub fn transfer<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    if tensor.device() == *device {
+        return tensor;
+    }
+    let dtype = tensor.dtype();
+    Tensor::from_data(tensor.into_data(), (device, dtype))
+}
+
+/// `model`'s weights on `device` (see [`transfer`]), the parameter ids kept.
+fn copy_model<B: Backend>(model: &VisionLstm<B>, device: &B::Device) -> VisionLstm<B> {
+    struct Transfer<'a, B: Backend>(&'a B::Device);
+    impl<B: Backend> ModuleMapper<B> for Transfer<'_, B> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            param.map(|tensor| transfer(tensor, self.0))
+        }
+    }
+    model.clone().map(&mut Transfer(device))
+}
+
+/// `tensors` on `device`, moved in one transfer: the present ones concatenated, moved, and cut
+/// apart again. Tensors already there stay as they are.
+fn move_together<B: Backend>(
+    tensors: Vec<Option<Tensor<B, 1>>>,
+    device: &B::Device,
+) -> Vec<Option<Tensor<B, 1>>> {
+    let present: Vec<Tensor<B, 1>> = tensors.iter().flatten().cloned().collect();
+    if present.iter().all(|tensor| tensor.device() == *device) {
+        return tensors;
+    }
+    let moved = transfer(Tensor::cat(present, 0), device);
+    let mut offset = 0;
+    tensors
+        .into_iter()
+        .map(|slot| {
+            slot.map(|tensor| {
+                let len = tensor.dims()[0];
+                let part = moved.clone().slice(offset..offset + len);
+                offset += len;
+                part
+            })
+        })
+        .collect()
+}
+
+/// Forward and backward passes of `batch` over `devices`, every replica starting from
+/// `master`'s weights (copied to its device for this call; training keeps [`Replicas`]
+/// instead).
 ///
 /// `compute` is the half type of mixed precision (`None` for f32); `loss_scale` multiplies the
 /// loss before the backward pass (1 without loss scaling); `step_seed` seeds stochastic depth.
 pub fn batch_gradients<B: AutodiffBackend>(
     master: &VisionLstm<B::InnerBackend>,
+    devices: &[B::Device],
+    batch: BatchView<'_>,
+    compute: Option<FloatDType>,
+    loss_scale: f64,
+    step_seed: u64,
+) -> BatchGradients<B::InnerBackend> {
+    let models = vec![master; devices.len()];
+    replicated_gradients::<B>(&models, devices, batch, compute, loss_scale, step_seed)
+}
+
+/// Replica `r` computes with `models[r]` on `devices[r]`.
+fn replicated_gradients<B: AutodiffBackend>(
+    models: &[&VisionLstm<B::InnerBackend>],
     devices: &[B::Device],
     batch: BatchView<'_>,
     compute: Option<FloatDType>,
@@ -119,7 +292,7 @@ pub fn batch_gradients<B: AutodiffBackend>(
             batch,
         };
         replica_pass::<B>(
-            master,
+            models[replica],
             device,
             replica_batch,
             compute,
@@ -180,7 +353,7 @@ struct ReplicaResult<B: Backend> {
 }
 
 fn replica_pass<B: AutodiffBackend>(
-    master: &VisionLstm<B::InnerBackend>,
+    weights: &VisionLstm<B::InnerBackend>,
     device: &B::Device,
     slice: SliceBatch<'_>,
     compute: Option<FloatDType>,
@@ -193,7 +366,8 @@ fn replica_pass<B: AutodiffBackend>(
         classes,
         ..
     } = slice.batch;
-    let model = require_grad(VisionLstm::<B>::from_inner(master.clone().fork(device)));
+    // A no-op where the weights are on `device` already (a replica's own, or the master's).
+    let model = require_grad(VisionLstm::<B>::from_inner(copy_model(weights, device)));
     let images = Tensor::<B, 4>::from_data(
         TensorData::new(slice.images.to_vec(), [slice.len, 3, height, width]),
         (device, DType::F32),
@@ -239,19 +413,16 @@ fn combine<B: Backend>(
     for (result, &(_, len)) in results.into_iter().zip(slices) {
         loss += result.loss * len as f64 / n as f64;
         logits.extend(result.logits);
+        let local = move_together(result.gradients, first);
         if gradients.is_empty() {
-            gradients = result
-                .gradients
-                .into_iter()
-                .map(|gradient| gradient.map(|value| value.to_device(first)))
-                .collect();
+            gradients = local;
             continue;
         }
-        for (total, gradient) in gradients.iter_mut().zip(result.gradients) {
+        for (total, gradient) in gradients.iter_mut().zip(local) {
             *total = match (total.take(), gradient) {
-                (Some(sum), Some(value)) => Some(sum + value.to_device(first)),
-                (Some(sum), None) => Some(sum),
-                (None, value) => value.map(|value| value.to_device(first)),
+                (Some(sum), Some(value)) => Some(sum + value),
+                (sum, None) => sum,
+                (None, value) => value,
             };
         }
     }

@@ -16,11 +16,11 @@ use super::checkpoint::{
 };
 use super::ema::update_average;
 use super::optimizer::Optimizer;
-use super::parallel::backend_rng_lock;
+use super::parallel::{BatchGradients, BatchView, Replicas, backend_rng_lock};
 use super::params::{ParamLayout, flatten_params, materialize, with_params};
 use super::precision::{LossScaler, Precision, cast_params};
 use super::spec::SelectMetric;
-use super::trainer::{TrainError, TrainJob, derive_seed, update_step};
+use super::trainer::{TrainError, TrainJob, derive_seed, prepare_gradients};
 use crate::metrics::{
     HISTORY_FILE, HistoryRow, METRICS_FILE, WithoutTimings, read_history, write_history,
 };
@@ -92,6 +92,8 @@ pub(super) struct Session<B: AutodiffBackend> {
     pub(super) ema: Option<Vec<Tensor<B::InnerBackend, 1>>>,
     pub(super) best: Option<Vec<Tensor<B::InnerBackend, 1>>>,
     pub(super) optimizer: Optimizer<B::InnerBackend>,
+    /// The data-parallel replicas (the master alone on one device).
+    replicas: Replicas<B::InnerBackend>,
     pub(super) scaler: Option<LossScaler>,
     pub(super) layout: ParamLayout,
     pub(super) history: Vec<HistoryRow>,
@@ -116,8 +118,20 @@ fn weights_kind(select: SelectMetric) -> &'static str {
 }
 
 impl<B: AutodiffBackend> Session<B> {
-    /// A fresh session, or the one saved in the newest matching checkpoint.
+    /// A fresh session, or the one saved in the newest matching checkpoint, training on
+    /// `devices` (the first holds the master weights; `devices` is not empty).
     pub(super) fn start(
+        job: &TrainJob,
+        devices: &[B::Device],
+        reporter: &Reporter,
+    ) -> Result<Session<B>, TrainError> {
+        let mut session = Self::restore_or_fresh(job, &devices[0], reporter)?;
+        // Made from the master as it is now, so a resumed run's replicas are the checkpoint's.
+        session.replicas = Replicas::new(&session.master, &session.optimizer, devices);
+        Ok(session)
+    }
+
+    fn restore_or_fresh(
         job: &TrainJob,
         device: &B::Device,
         reporter: &Reporter,
@@ -139,10 +153,12 @@ impl<B: AutodiffBackend> Session<B> {
             reporter.note(&format!("pretrained {}: {report}", path.display()));
         }
         let layout = ParamLayout::of(&master);
+        let optimizer = Optimizer::new(&job.spec.optimizer, &layout);
         let fresh = Session {
             ema: job.spec.ema.enabled.then(|| flatten_params(&master)),
             best: None,
-            optimizer: Optimizer::new(&job.spec.optimizer, &layout),
+            replicas: Replicas::new(&master, &optimizer, std::slice::from_ref(device)),
+            optimizer,
             scaler: (job.spec.precision == Precision::F16)
                 .then(|| LossScaler::new(job.spec.loss_scale)),
             layout,
@@ -235,7 +251,19 @@ impl<B: AutodiffBackend> Session<B> {
         Ok(self)
     }
 
-    /// Applies one step's gradients to the master weights and the EMA.
+    /// Forward and backward passes of `batch` over the replicas.
+    pub(super) fn gradients(
+        &self,
+        batch: BatchView<'_>,
+        compute: Option<FloatDType>,
+        loss_scale: f64,
+        step_seed: u64,
+    ) -> BatchGradients<B::InnerBackend> {
+        self.replicas
+            .gradients::<B>(&self.master, batch, compute, loss_scale, step_seed)
+    }
+
+    /// Applies one step's gradients to the master weights, every replica and the EMA.
     pub(super) fn apply(
         &mut self,
         job: &TrainJob,
@@ -243,17 +271,18 @@ impl<B: AutodiffBackend> Session<B> {
         gradients: Vec<Option<Tensor<B::InnerBackend, 1>>>,
         loss_finite: bool,
     ) {
-        let Some(params) = update_step(
-            &mut self.optimizer,
+        let Some(gradients) = prepare_gradients(
             self.scaler.as_mut(),
             job.spec.clip_grad,
-            lr,
-            flatten_params(&self.master),
             gradients,
             loss_finite,
         ) else {
             return;
         };
+        self.replicas.update(lr, &gradients);
+        let params = self
+            .optimizer
+            .step(lr, flatten_params(&self.master), gradients);
         if let Some(ema) = self.ema.take() {
             let decay = job.spec.ema.decay_at(self.ema_updates);
             self.ema = Some(update_average(ema, &params, decay));

@@ -1,9 +1,10 @@
 //! Throughput of a model preset on this machine, without data or an experiment file
 //! (`vilab bench`): forward images/s and training-step images/s on random images.
 //!
-//! The training step is the real one: [`batch_gradients`] (forward and backward, split across
-//! the devices) followed by [`update_step`] (clipping and optimiser as the spec says), on
-//! random images and one-hot targets, so what is timed is what training runs.
+//! The training step is the real one: [`Replicas::gradients`] (forward and backward, split
+//! across the devices) followed by [`prepare_gradients`] (clipping as the spec says) and every
+//! replica's optimiser, on random images and one-hot targets, so what is timed is what training
+//! runs.
 
 use std::time::Instant;
 
@@ -13,11 +14,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::optimizer::Optimizer;
-use super::parallel::{BatchView, backend_rng_lock, batch_gradients};
+use super::parallel::{BatchView, Replicas, backend_rng_lock};
 use super::params::{ParamLayout, flatten_params, materialize, with_params};
 use super::precision::{LossScaler, Precision, PrecisionError, cast_params, configure_device};
 use super::spec::TrainSpec;
-use super::trainer::update_step;
+use super::trainer::prepare_gradients;
 use crate::backend::{BackendKind, BackendUnavailable};
 use crate::model::{VilConfig, VisionLstm};
 
@@ -158,23 +159,22 @@ pub fn measure<B: AutodiffBackend>(
         width: size,
         classes: config.num_classes,
     };
+    let mut replicas = Replicas::new(&master, &optimizer, devices);
     let mut step = |master: VisionLstm<B::InnerBackend>, seed: u64| {
         let scale = scaler.map_or(1.0, |scaler| scaler.scale);
-        let result = batch_gradients::<B>(&master, devices, view, compute, scale, seed);
-        let params = update_step(
-            &mut optimizer,
+        let result = replicas.gradients::<B>(&master, view, compute, scale, seed);
+        let Some(gradients) = prepare_gradients(
             scaler.as_mut(),
             spec.clip_grad,
-            spec.optimizer.lr,
-            flatten_params(&master),
             result.gradients,
             result.loss.is_finite(),
-        );
-        match params {
-            Some(params) => with_params(master, params),
+        ) else {
             // A step skipped for a loss-scale overflow still did its forward and backward.
-            None => master,
-        }
+            return master;
+        };
+        replicas.update(spec.optimizer.lr, &gradients);
+        let params = optimizer.step(spec.optimizer.lr, flatten_params(&master), gradients);
+        with_params(master, params)
     };
     for seed in 0..args.warmup {
         master = step(master, seed as u64);

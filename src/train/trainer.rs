@@ -43,7 +43,7 @@ use super::checkpoint::{CheckpointCadence, CheckpointError, latest_checkpoint};
 use super::clipping::{GradientClip, clip_by_global_norm, scalar, squared_norm};
 use super::live::{Pace, TrainObserver};
 use super::optimizer::Optimizer;
-use super::parallel::{BatchView, batch_gradients};
+use super::parallel::BatchView;
 use super::params::with_params;
 use super::precision::{LossScaler, PrecisionError, configure_device};
 use super::session::{Session, selected_value};
@@ -221,7 +221,7 @@ pub fn run_training<B: AutodiffBackend>(
             "the validation split is empty; nothing to validate on".to_owned(),
         ));
     }
-    let mut session = Session::<B>::start(job, first, reporter)?;
+    let mut session = Session::<B>::start(job, devices, reporter)?;
     let resumed_from = (session.epochs_done > 0 || session.progress.batches_done > 0)
         .then_some((session.epochs_done + 1, session.progress.batches_done));
     if let Some((epoch, step)) = resumed_from {
@@ -273,8 +273,7 @@ pub fn run_training<B: AutodiffBackend>(
             };
             let step_seed = derive_seed(job.seed, "step", &[epoch_index, batch_index]);
             let scale = session.scaler.map_or(1.0, |scaler| scaler.scale);
-            let result =
-                batch_gradients::<B>(&session.master, devices, view, compute, scale, step_seed);
+            let result = session.gradients(view, compute, scale, step_seed);
             if !result.loss.is_finite() && session.scaler.is_none() {
                 return Err(non_finite(
                     job,
@@ -493,9 +492,22 @@ pub fn update_step<B: Backend>(
     clip: Option<GradientClip>,
     lr: f64,
     params: Vec<Tensor<B, 1>>,
-    mut gradients: Vec<Option<Tensor<B, 1>>>,
+    gradients: Vec<Option<Tensor<B, 1>>>,
     loss_finite: bool,
 ) -> Option<Vec<Tensor<B, 1>>> {
+    let gradients = prepare_gradients(scaler, clip, gradients, loss_finite)?;
+    Some(optimizer.step(lr, params, gradients))
+}
+
+/// What [`update_step`] does before the optimiser: unscale (with a loss scaler, whose scale it
+/// updates), skip a step whose loss or gradients are not finite (`None`), clip. The result is
+/// what every data-parallel replica's optimiser applies.
+pub fn prepare_gradients<B: Backend>(
+    scaler: Option<&mut LossScaler>,
+    clip: Option<GradientClip>,
+    mut gradients: Vec<Option<Tensor<B, 1>>>,
+    loss_finite: bool,
+) -> Option<Vec<Option<Tensor<B, 1>>>> {
     if let Some(scaler) = scaler {
         let inverse = 1.0 / scaler.scale;
         for gradient in gradients.iter_mut() {
@@ -518,5 +530,5 @@ pub fn update_step<B: Backend>(
         Some(clip) => clip.apply(&mut gradients),
         None => {}
     }
-    Some(optimizer.step(lr, params, gradients))
+    Some(gradients)
 }

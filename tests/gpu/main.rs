@@ -3,7 +3,9 @@
 //! (`apt-get install mesa-vulkan-drivers`). wgpu compiles the same CubeCL kernels and the same
 //! fusion as burn's CUDA backend (to WGSL instead of CUDA C++), so this group exercises what a
 //! CUDA run does with vilab's own code: the generic ViL layer (no fused CPU kernel), autodiff
-//! through fused kernels, device handling, AMP casts and loss scaling, checkpoints, evaluation.
+//! through fused kernels, device handling, AMP casts and loss scaling, checkpoints, evaluation,
+//! and data parallelism over two devices (a second wgpu device opened on the same adapter: its
+//! own queue, memory and kernels, as a second GPU has).
 //!
 //! Every comparison is against the CPU backend on the same weights and inputs. Tolerances are
 //! absolute, scaled by the reference's largest magnitude when that exceeds 1:
@@ -44,10 +46,10 @@ use vilab::model::{VilConfig, VisionLstm};
 use vilab::spec::types::OptimizerSpec;
 use vilab::train::checkpoint::host_values;
 use vilab::train::optimizer::Optimizer;
-use vilab::train::parallel::{BatchView, backend_rng_lock, batch_gradients};
+use vilab::train::parallel::{BatchView, Replicas, backend_rng_lock, batch_gradients};
 use vilab::train::params::{ParamLayout, flatten_params, materialize, with_params};
 use vilab::train::precision::{LossScaleSpec, LossScaler, Precision, configure_device};
-use vilab::train::trainer::update_step;
+use vilab::train::trainer::prepare_gradients;
 
 const OUTPUT_TOLERANCE: f32 = 1e-4;
 const GRADIENT_TOLERANCE: f32 = 1e-3;
@@ -278,8 +280,13 @@ fn the_model_gives_the_cpu_logits_loss_and_gradients_on_one_device_and_on_two() 
         1,
     );
     let expected_gradients = flat(expected.gradients);
-    // Two replicas on the one adapter: 4 and 3 samples, weighted by their share of the batch.
-    for devices in [vec![device.clone()], vec![device.clone(), device.clone()]] {
+    // Two replicas, 4 and 3 samples weighted by their share of the batch: on the one device,
+    // and on two devices (the second replica's gradients come to the first in one transfer).
+    for devices in [
+        vec![device.clone()],
+        vec![device.clone(), device.clone()],
+        vec![device.clone(), second_device()],
+    ] {
         let actual =
             batch_gradients::<WgpuTrain>(&gpu, &devices, view(&images, &targets, n), None, 1.0, 1);
         let replicas = devices.len();
@@ -304,81 +311,140 @@ fn the_model_gives_the_cpu_logits_loss_and_gradients_on_one_device_and_on_two() 
     }
 }
 
-/// `steps` AdamW steps (lr 1e-3, clipping at norm 1) on fixed batches; the parameters after
-/// each step.
+/// A second wgpu device on the first adapter: a device of its own (queue, memory, compiled
+/// kernels), as a second GPU is to the first, made once per process.
+fn second_device() -> WgpuDevice {
+    static SECOND: std::sync::OnceLock<WgpuDevice> = std::sync::OnceLock::new();
+    SECOND
+        .get_or_init(|| {
+            let backends = wgpu::Backends::VULKAN;
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            let adapter = pollster::block_on(instance.enumerate_adapters(backends))
+                .into_iter()
+                .next()
+                .expect("the adapter the first device is on");
+            let (device, queue) = pollster::block_on(
+                adapter.request_device(&wgpu::DeviceDescriptor {
+                    required_features: adapter
+                        .features()
+                        .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+                    required_limits: adapter.limits(),
+                    memory_hints: wgpu::MemoryHints::MemoryUsage,
+                    ..Default::default()
+                }),
+            )
+            .expect("a second device on the adapter");
+            burn::backend::wgpu::init_device(
+                burn::backend::wgpu::WgpuSetup {
+                    instance,
+                    adapter,
+                    device,
+                    queue,
+                    backend: wgpu::Backend::Vulkan,
+                },
+                burn::backend::wgpu::RuntimeOptions::default(),
+            )
+        })
+        .clone()
+}
+
+/// `steps` AdamW steps (lr 1e-3, clipping at norm 1) on fixed batches over `devices`, as
+/// training runs them (persistent replicas); the master's parameters after each step. After
+/// every step, each replica on a device other than the first must hold exactly the master's
+/// weights.
 fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
     mut model: VisionLstm<B::InnerBackend>,
-    device: &B::Device,
+    devices: &[B::Device],
     steps: usize,
     mut scaler: Option<&mut LossScaler>,
 ) -> Vec<Vec<f32>> {
     let spec = OptimizerSpec::default();
     let mut optimizer = Optimizer::new(&spec, &ParamLayout::of(&model));
+    let mut replicas = Replicas::new(&model, &optimizer, devices);
     let compute = scaler.as_ref().map(|_| burn::tensor::FloatDType::F16);
     let mut after = Vec::new();
     for step in 0..steps {
         let (images, targets) = batch(8, 100 + step as u64);
         let scale = scaler.as_ref().map_or(1.0, |scaler| scaler.scale);
-        let result = batch_gradients::<B>(
+        let result = replicas.gradients::<B>(
             &model,
-            std::slice::from_ref(device),
             view(&images, &targets, 8),
             compute,
             scale,
             step as u64,
         );
-        let params = flatten_params(&model);
-        if let Some(params) = update_step(
-            &mut optimizer,
+        if let Some(gradients) = prepare_gradients(
             scaler.as_deref_mut(),
             Some(vilab::train::clipping::GradientClip::Norm(1.0)),
-            1e-3,
-            params,
             result.gradients,
             result.loss.is_finite(),
         ) {
+            replicas.update(1e-3, &gradients);
+            let params = optimizer.step(1e-3, flatten_params(&model), gradients);
             model = with_params(model, params);
         }
-        after.push(
-            flatten_params(&model)
-                .into_iter()
-                .flat_map(host_values)
-                .collect(),
-        );
+        let master: Vec<f32> = flatten_params(&model)
+            .into_iter()
+            .flat_map(host_values)
+            .collect();
+        for (replica, device) in devices.iter().enumerate().skip(1) {
+            let held = replicas.held_weights(replica);
+            assert_eq!(held.is_some(), *device != devices[0], "replica {replica}");
+            if let Some(held) = held {
+                let values: Vec<f32> = flatten_params(held)
+                    .into_iter()
+                    .flat_map(host_values)
+                    .collect();
+                assert!(
+                    values == master,
+                    "step {}: replica {replica}'s weights are not the master's",
+                    step + 1
+                );
+            }
+        }
+        after.push(master);
     }
     after
 }
 
 #[test]
-fn f32_training_steps_follow_the_cpu() {
+fn f32_training_steps_follow_the_cpu_on_one_device_and_on_two() {
     let Some(device) = f32_device() else { return };
     let (cpu, gpu) = tiny_models::<Wgpu>(&device);
     let start: Vec<f32> = flatten_params(&cpu)
         .into_iter()
         .flat_map(host_values)
         .collect();
-    let expected = train_steps::<CpuTrain>(cpu, &cpu_device(), 4, None);
-    let actual = train_steps::<WgpuTrain>(gpu, &device, 4, None);
-    for (step, (actual, expected)) in actual.iter().zip(&expected).enumerate() {
-        let moved = scaled_difference(expected, &start);
-        let difference = scaled_difference(actual, expected);
-        eprintln!(
-            "f32 step {}: moved {moved:e}, differs by {difference:e}",
-            step + 1
-        );
-        // AdamW moves a weight by up to lr per step whatever its gradient's size, so a gradient
-        // component that is rounding noise on one backend could move its weight as far as a
-        // real one; the weights must still agree to a hundredth of one step (measured: ~3e-8).
-        assert!(
-            moved >= 1e-4,
-            "step {}: the weights barely moved ({moved})",
-            step + 1
-        );
-        assert!(
-            difference <= 1e-5,
-            "step {}: weights differ by {difference}",
-            step + 1
-        );
+    let expected = train_steps::<CpuTrain>(cpu, &[cpu_device()], 4, None);
+    // Two devices: each replica keeps its own weights and optimiser between steps.
+    for devices in [vec![device.clone()], vec![device.clone(), second_device()]] {
+        let replicas = devices.len();
+        let actual = train_steps::<WgpuTrain>(gpu.clone(), &devices, 4, None);
+        for (step, (actual, expected)) in actual.iter().zip(&expected).enumerate() {
+            let moved = scaled_difference(expected, &start);
+            let difference = scaled_difference(actual, expected);
+            eprintln!(
+                "f32, {replicas} device(s), step {}: moved {moved:e}, differs by {difference:e}",
+                step + 1
+            );
+            // AdamW moves a weight by up to lr per step whatever its gradient's size, so a
+            // gradient component that is rounding noise on one backend could move its weight as
+            // far as a real one; the weights must still agree to a hundredth of one step
+            // (measured: ~3e-8).
+            assert!(
+                moved >= 1e-4,
+                "step {}: the weights barely moved ({moved})",
+                step + 1
+            );
+            assert!(
+                difference <= 1e-5,
+                "{replicas} device(s), step {}: weights differ by {difference}",
+                step + 1
+            );
+        }
     }
 }
 
@@ -401,7 +467,7 @@ fn f16_training_skips_an_overflowing_step_then_learns_like_f32() {
         .into_iter()
         .flat_map(host_values)
         .collect();
-    let half = train_steps::<WgpuTrain>(gpu, &device, 5, Some(&mut scaler));
+    let half = train_steps::<WgpuTrain>(gpu, std::slice::from_ref(&device), 5, Some(&mut scaler));
     assert_eq!(
         scaler.skipped_steps, 1,
         "the 2^40 step must overflow and be skipped"
@@ -411,7 +477,7 @@ fn f16_training_skips_an_overflowing_step_then_learns_like_f32() {
         half[0], start,
         "a skipped step leaves the weights as they were"
     );
-    let single = train_steps::<CpuTrain>(cpu, &cpu_device(), 4, None);
+    let single = train_steps::<CpuTrain>(cpu, &[cpu_device()], 4, None);
     // Four applied steps against four f32 steps on the CPU (on batches 1..4 vs 0..3 it would
     // differ; so compare the movement): f16 rounds activations to 11 bits, so the weights agree
     // to a few hundredths of a step, not to f32's precision.

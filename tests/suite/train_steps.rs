@@ -10,7 +10,7 @@ use vilab::model::{VilConfig, VisionLstm};
 use vilab::spec::types::OptimizerSpec;
 use vilab::train::checkpoint::{device_tensor, host_values};
 use vilab::train::optimizer::Optimizer;
-use vilab::train::parallel::{BatchView, backend_rng_lock, batch_gradients};
+use vilab::train::parallel::{BatchView, Replicas, backend_rng_lock, batch_gradients};
 use vilab::train::params::{ParamLayout, flatten_params, materialize};
 use vilab::train::precision::{LossScaleSpec, LossScaler};
 use vilab::train::trainer::update_step;
@@ -86,6 +86,14 @@ fn data_parallel_gradients_equal_single_device_gradients() {
     assert!(reference.iter().all(|values| !values.is_empty()));
     for replicas in [2, 3] {
         let devices = vec![cpu_device(); replicas];
+        // Replicas on the master's device compute with its weights: nothing is copied.
+        let layout = ParamLayout::of(&model);
+        let kept = Replicas::new(
+            &model,
+            &Optimizer::new(&OptimizerSpec::default(), &layout),
+            &devices,
+        );
+        assert!((0..replicas).all(|replica| kept.held_weights(replica).is_none()));
         let parallel =
             batch_gradients::<CpuTrain>(&model, &devices, view(&images, &targets, n), None, 1.0, 1);
         assert!(

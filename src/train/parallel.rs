@@ -13,10 +13,10 @@
 //! one transfer through host memory ([`transfer`]; concatenated, as a model has some hundred
 //! parameter tensors and a GPU pays a fixed cost per copy), are summed in replica order,
 //! unscaled and clipped once, and the result goes back to every replica in one transfer, where
-//! its own optimiser applies it as the master's does. Identical kernels on identical inputs keep every replica's weights the master's, bit for
-//! bit; a resume copies them afresh from the master's checkpoint. A replica on the master's own
-//! device needs no copy at all (a clone of a tensor there shares its buffer), so on the CPU
-//! backend data parallelism holds nothing twice.
+//! its own optimiser applies it as the master's does. Identical kernels on identical inputs keep
+//! every replica's weights the master's, bit for bit; a resume copies them afresh from the
+//! master's checkpoint. A replica on the master's own device needs no copy at all (a clone of a
+//! tensor there shares its buffer), so on the CPU backend data parallelism holds nothing twice.
 //!
 //! Why not burn-collective: its local all-reduce sums the peers in the order of a `HashMap`
 //! (sorted by device id only, so replicas on one device — every CPU replica — are summed in a

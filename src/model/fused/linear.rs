@@ -14,12 +14,12 @@
 //! `vil_tiny` up-projection packed its weight 49 times (packing was 12.8% of a `vil_tiny` step
 //! before this cut, 4.3% after).
 //!
-//! The results are the same bits on one thread or sixteen (which bit-identical resume relies
-//! on): `gemm` splits the depth into blocks whose size depends only on the depth and the cache
-//! sizes, never on how many rows or columns a task holds; it sums each output element over a
-//! depth block in one chain of fused multiply-adds and adds the blocks' sums in order. The cuts
-//! only choose which task computes an element, not the order of its sum (`tests/suite/model_fused_ops.rs` checks 1, 2 and 3
-//! threads).
+//! The results are the same bits on one thread or sixteen (which bit-identical resume relies on):
+//! `gemm` splits the depth into blocks whose size depends only on the depth and the cache sizes,
+//! never on how many rows or columns a task holds; it sums each output element over a depth block
+//! in one chain of fused multiply-adds and adds the blocks' sums in order. The cuts only choose
+//! which task computes an element, not the order of its sum (`tests/suite/model_fused_ops.rs`
+//! checks 1, 2 and 3 threads).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;

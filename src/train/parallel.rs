@@ -149,11 +149,6 @@ impl<B: Backend> Replicas<B> {
         }
     }
 
-    /// The devices, one per replica.
-    pub fn devices(&self) -> &[B::Device] {
-        &self.devices
-    }
-
     /// The weights replica `replica` holds of its own (`None` for the master and for replicas
     /// on its device).
     pub fn held_weights(&self, replica: usize) -> Option<&VisionLstm<B>> {

@@ -181,15 +181,23 @@ impl<B: Backend> Replicas<B> {
     }
 
     /// Applies one step's prepared gradients (on the first device, as
-    /// [`super::trainer::prepare_gradients`] returns them) to every replica that holds weights
-    /// of its own, with its own optimiser; the caller steps the master's.
-    pub fn update(&mut self, lr: f64, gradients: &[Option<Tensor<B, 1>>]) {
+    /// [`super::trainer::prepare_gradients`] returns them) to every replica: to the master with
+    /// `optimizer` (the master's, whose new parameters are returned), and to every replica that
+    /// holds weights of its own with that replica's optimiser.
+    pub fn step(
+        &mut self,
+        optimizer: &mut Optimizer<B>,
+        lr: f64,
+        master: &VisionLstm<B>,
+        gradients: Vec<Option<Tensor<B, 1>>>,
+    ) -> Vec<Tensor<B, 1>> {
         for (held, device) in self.held.iter_mut().zip(&self.devices) {
             let Some(held) = held else { continue };
-            let local = move_together(gradients.to_vec(), device);
+            let local = move_together(gradients.clone(), device);
             let params = held.optimizer.step(lr, flatten_params(&held.model), local);
             held.model = with_params(held.model.clone(), params);
         }
+        optimizer.step(lr, flatten_params(master), gradients)
     }
 }
 

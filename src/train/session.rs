@@ -279,10 +279,9 @@ impl<B: AutodiffBackend> Session<B> {
         ) else {
             return;
         };
-        self.replicas.update(lr, &gradients);
         let params = self
-            .optimizer
-            .step(lr, flatten_params(&self.master), gradients);
+            .replicas
+            .step(&mut self.optimizer, lr, &self.master, gradients);
         if let Some(ema) = self.ema.take() {
             let decay = job.spec.ema.decay_at(self.ema_updates);
             self.ema = Some(update_average(ema, &params, decay));

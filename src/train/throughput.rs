@@ -172,8 +172,7 @@ pub fn measure<B: AutodiffBackend>(
             // A step skipped for a loss-scale overflow still did its forward and backward.
             return master;
         };
-        replicas.update(spec.optimizer.lr, &gradients);
-        let params = optimizer.step(spec.optimizer.lr, flatten_params(&master), gradients);
+        let params = replicas.step(&mut optimizer, spec.optimizer.lr, &master, gradients);
         with_params(master, params)
     };
     for seed in 0..args.warmup {

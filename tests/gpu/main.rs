@@ -382,8 +382,7 @@ fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
             result.gradients,
             result.loss.is_finite(),
         ) {
-            replicas.update(1e-3, &gradients);
-            let params = optimizer.step(1e-3, flatten_params(&model), gradients);
+            let params = replicas.step(&mut optimizer, 1e-3, &model, gradients);
             model = with_params(model, params);
         }
         let master: Vec<f32> = flatten_params(&model)

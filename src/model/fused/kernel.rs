@@ -408,6 +408,22 @@ fn dot(left: &[f32], right: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// `Σ a_i` with the same eight partial sums as [`dot`], so that `sum_lanes` of a product row and
+/// `dot` of its two factors give the same bits (the forward pass sums C = P ⊙ D', the backward
+/// pass forms the same sum from P and D').
+#[inline]
+fn sum_lanes(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for lane in 0..8 {
+            lanes[lane] += chunk[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// `y += α·x`.
 #[inline]
 fn axpy(target: &mut [f32], alpha: f32, source: &[f32]) {
@@ -1005,7 +1021,7 @@ fn forward_sample(
         }
         // M6
         for t in 0..tokens {
-            let sum: f32 = scratch.product[t * tokens..=t * tokens + t].iter().sum();
+            let sum = sum_lanes(&scratch.product[t * tokens..=t * tokens + t]);
             let stabiliser =
                 (row_max[span.start + t] + rounding[span.start + t]).max(STABILISER_FLOOR);
             normaliser[span.start + t] = sum.abs().max((-stabiliser).exp()) + NORMALISER_EPSILON;
@@ -1027,32 +1043,37 @@ fn forward_sample(
         }
     }
 
-    // L6 and L7: per-head norm, learnable skip, output gate.
+    // L6 and L7: per-head norm, learnable skip, output gate. Every loop below runs over equally
+    // long slices, so that it compiles to vector code.
+    let (norm_scale, norm_shift) = norm_affine(params, inner);
     let mut norm_mean = vec![0.0; tokens * heads];
     let mut norm_inverse_std = vec![0.0; tokens * heads];
     let mut gate_factor = vec![0.0; tokens * inner];
     for token in 0..tokens {
+        let span = token * inner..(token + 1) * inner;
         let gate = &up[shape.row(token) * 2 * inner + inner..][..inner];
         let target = &mut output[shape.row(token) * inner..][..inner];
+        let (hidden, activated) = (&hidden[span.clone()], &activated[span.clone()]);
+        let factors = &mut gate_factor[span];
         for head in 0..heads {
             let columns = head * head_dim..(head + 1) * head_dim;
-            let values = &hidden[token * inner..][columns.clone()];
-            let mean = values.iter().sum::<f32>() / head_dim as f32;
-            let variance = values
-                .iter()
-                .map(|value| (value - mean) * (value - mean))
-                .sum::<f32>()
-                / head_dim as f32;
-            let inverse_std = 1.0 / (variance + NORM_EPSILON).sqrt();
+            let (mean, inverse_std) = moments(&hidden[columns.clone()]);
             norm_mean[token * heads + head] = mean;
             norm_inverse_std[token * heads + head] = inverse_std;
-            for channel in columns {
-                let normalised = (hidden[token * inner + channel] - mean) * inverse_std;
-                let scaled = normalised * (params.norm_weight[channel] + 1.0)
-                    + params.norm_bias.map_or(0.0, |bias| bias[channel]);
-                let skipped = scaled + activated[token * inner + channel] * params.skip[channel];
+            let hidden = &hidden[columns.clone()];
+            let activated = &activated[columns.clone()];
+            let gate = &gate[columns.clone()];
+            let scale = &norm_scale[columns.clone()];
+            let shift = &norm_shift[columns.clone()];
+            let skip = &params.skip[columns.clone()];
+            let factors = &mut factors[columns.clone()];
+            let target = &mut target[columns];
+            for channel in 0..head_dim {
+                let normalised = (hidden[channel] - mean) * inverse_std;
+                let scaled = normalised * scale[channel] + shift[channel];
+                let skipped = scaled + activated[channel] * skip[channel];
                 let factor = silu_factor(gate[channel]);
-                gate_factor[token * inner + channel] = factor;
+                factors[channel] = factor;
                 target[channel] = skipped * (gate[channel] * factor);
             }
         }
@@ -1103,54 +1124,75 @@ fn backward_sample(
         .map(|(x, r)| x * r)
         .collect();
 
-    // L7 and L6 backward: output gate, skip, per-head norm.
+    // L7 and L6 backward: output gate, skip, per-head norm, over equally long slices so that the
+    // loops compile to vector code. The norm bias gradient is summed even when the layer has no
+    // bias (and then dropped), which keeps the loop free of branches.
+    let (norm_scale, norm_shift) = norm_affine(params, inner);
+    let mut norm_bias_gradient = vec![0.0; inner];
     let mut activated_gradient = vec![0.0; tokens * inner];
     let mut hidden_gradient = vec![0.0; tokens * inner];
     let mut normalised_gradient = vec![0.0; head_dim];
     let mut normalised = vec![0.0; head_dim];
     for token in 0..tokens {
         let row = shape.row(token);
+        let span = token * inner..(token + 1) * inner;
         let gate = &up[row * 2 * inner + inner..][..inner];
         let incoming = &output_gradient[row * inner..][..inner];
+        let gate_gradient = &mut up_gradient[row * 2 * inner + inner..][..inner];
+        let (saved_hidden, activated) = (&saved.hidden[span.clone()], &activated[span.clone()]);
+        let factors = &saved.gate_factor[span.clone()];
+        let activated_gradient = &mut activated_gradient[span.clone()];
+        let hidden_gradient = &mut hidden_gradient[span];
         for head in 0..heads {
             let mean = saved.norm_mean[token * heads + head];
             let inverse_std = saved.norm_inverse_std[token * heads + head];
-            for offset in 0..head_dim {
-                let channel = head * head_dim + offset;
-                let index = token * inner + channel;
-                let normal = (saved.hidden[index] - mean) * inverse_std;
-                let scaled = normal * (params.norm_weight[channel] + 1.0)
-                    + params.norm_bias.map_or(0.0, |bias| bias[channel]);
-                let skipped = scaled + activated[index] * params.skip[channel];
+            let columns = head * head_dim..(head + 1) * head_dim;
+            let saved_hidden = &saved_hidden[columns.clone()];
+            let activated = &activated[columns.clone()];
+            let factors = &factors[columns.clone()];
+            let gate = &gate[columns.clone()];
+            let incoming = &incoming[columns.clone()];
+            let scale = &norm_scale[columns.clone()];
+            let shift = &norm_shift[columns.clone()];
+            let skip = &params.skip[columns.clone()];
+            let gate_gradient = &mut gate_gradient[columns.clone()];
+            let skip_gradient = &mut gradients.skip[columns.clone()];
+            let scale_gradient = &mut gradients.norm_weight[columns.clone()];
+            let shift_gradient = &mut norm_bias_gradient[columns.clone()];
+            let activated_gradient = &mut activated_gradient[columns.clone()];
+            let (normalised, normalised_gradient) = (
+                &mut normalised[..head_dim],
+                &mut normalised_gradient[..head_dim],
+            );
+            for channel in 0..head_dim {
+                let normal = (saved_hidden[channel] - mean) * inverse_std;
+                let scaled = normal * scale[channel] + shift[channel];
+                let skipped = scaled + activated[channel] * skip[channel];
                 let gradient = incoming[channel];
-                let factor = saved.gate_factor[index];
-                up_gradient[row * 2 * inner + inner + channel] =
+                let factor = factors[channel];
+                gate_gradient[channel] =
                     gradient * skipped * silu_derivative(gate[channel], factor);
                 let skipped_gradient = gradient * (gate[channel] * factor);
-                gradients.skip[channel] += skipped_gradient * activated[index];
-                activated_gradient[index] = skipped_gradient * params.skip[channel];
-                gradients.norm_weight[channel] += skipped_gradient * normal;
-                if !gradients.norm_bias.is_empty() {
-                    gradients.norm_bias[channel] += skipped_gradient;
-                }
-                normalised[offset] = normal;
-                normalised_gradient[offset] =
-                    skipped_gradient * (params.norm_weight[channel] + 1.0);
+                skip_gradient[channel] += skipped_gradient * activated[channel];
+                activated_gradient[channel] = skipped_gradient * skip[channel];
+                scale_gradient[channel] += skipped_gradient * normal;
+                shift_gradient[channel] += skipped_gradient;
+                normalised[channel] = normal;
+                normalised_gradient[channel] = skipped_gradient * scale[channel];
             }
-            let mean_gradient = normalised_gradient.iter().sum::<f32>() / head_dim as f32;
-            let mean_projection = normalised_gradient
-                .iter()
-                .zip(&normalised)
-                .map(|(gradient, normal)| gradient * normal)
-                .sum::<f32>()
-                / head_dim as f32;
-            for offset in 0..head_dim {
-                hidden_gradient[token * inner + head * head_dim + offset] = inverse_std
-                    * (normalised_gradient[offset]
+            let mean_gradient = sum_lanes(normalised_gradient) / head_dim as f32;
+            let mean_projection = dot(normalised_gradient, normalised) / head_dim as f32;
+            let hidden_gradient = &mut hidden_gradient[columns];
+            for channel in 0..head_dim {
+                hidden_gradient[channel] = inverse_std
+                    * (normalised_gradient[channel]
                         - mean_gradient
-                        - normalised[offset] * mean_projection);
+                        - normalised[channel] * mean_projection);
             }
         }
+    }
+    if !gradients.norm_bias.is_empty() {
+        gradients.norm_bias.copy_from_slice(&norm_bias_gradient);
     }
 
     // L5 backward, head by head, into the q/k/v gradient and the gate gradient.
@@ -1159,7 +1201,7 @@ fn backward_sample(
     let mut scratch = HeadScratch::new(tokens);
     let mut combination_gradient = vec![0.0; tokens * tokens];
     let mut scaled_gradient = vec![0.0; tokens * head_dim];
-    let mut cumulative_gradient = vec![0.0; tokens];
+    let (mut row_sum, mut column_sum) = (vec![0.0; tokens], vec![0.0; tokens]);
     let scale = 1.0 / (head_dim as f32).sqrt();
     for head in 0..heads {
         let span = head * tokens..(head + 1) * tokens;
@@ -1195,17 +1237,18 @@ fn backward_sample(
             let hidden = &saved.hidden[t * inner + head * head_dim..][..head_dim];
             let incoming = &hidden_gradient[t * inner + head * head_dim..][..head_dim];
             let divisor = normaliser[t];
-            let normaliser_gradient =
-                -incoming.iter().zip(hidden).map(|(g, h)| g * h).sum::<f32>() / divisor;
+            let normaliser_gradient = -dot(incoming, hidden) / divisor;
             for (scaled, gradient) in scaled_gradient[t * head_dim..(t + 1) * head_dim]
                 .iter_mut()
                 .zip(incoming)
             {
                 *scaled = gradient / divisor;
             }
-            let row_sum: f32 = (0..=t)
-                .map(|s| scratch.product[t * tokens + s] * scratch.decay[t * tokens + s])
-                .sum();
+            // The same sum, with the same bits, as the forward pass's M6.
+            let row_sum = dot(
+                &scratch.product[t * tokens..][..=t],
+                &scratch.decay[t * tokens..][..=t],
+            );
             let stabiliser_input = row_max[t] + rounding[t];
             let floor_value = (-stabiliser_input.max(STABILISER_FLOOR)).exp();
             if row_sum.abs() >= floor_value {
@@ -1222,30 +1265,34 @@ fn backward_sample(
             (value, 1, width),
             (&mut combination_gradient, tokens, 1),
         );
+        // dv = Cᵀ·dY, with C = P ⊙ D' formed in `decay` (P is still needed below): per row,
+        // dP = dC ⊙ D' goes to `combination_gradient`, dL = dC ⊙ P ⊙ D' to `product`, and C
+        // itself to `decay`; right of the diagonal all three are zero.
         for t in 0..tokens {
-            for s in 0..=t {
-                combination_gradient[t * tokens + s] += row_gradient[t];
+            let row = t * tokens..(t + 1) * tokens;
+            let decay = &mut scratch.decay[row.clone()];
+            let product = &mut scratch.product[row.clone()];
+            let gradient = &mut combination_gradient[row];
+            let broadcast = row_gradient[t];
+            {
+                let length = t + 1;
+                let (decay, product, gradient) = (
+                    &mut decay[..length],
+                    &mut product[..length],
+                    &mut gradient[..length],
+                );
+                for s in 0..length {
+                    let weight = decay[s];
+                    let score = product[s];
+                    let combined = gradient[s] + broadcast;
+                    decay[s] = score * weight;
+                    gradient[s] = combined * weight;
+                    product[s] = combined * score * weight;
+                }
             }
-        }
-        // dv = Cᵀ·dY, with C = P ⊙ D' formed in `decay` (P is still needed below).
-        for t in 0..tokens {
-            for s in 0..=t {
-                let index = t * tokens + s;
-                let decay = scratch.decay[index];
-                let product = scratch.product[index];
-                let gradient = combination_gradient[index];
-                // dP = dC ⊙ D' goes to `combination_gradient`, dL = dC ⊙ P ⊙ D' to `product`,
-                // and C itself to `decay`.
-                scratch.decay[index] = product * decay;
-                combination_gradient[index] = gradient * decay;
-                scratch.product[index] = gradient * product * decay;
-            }
-            for s in t + 1..tokens {
-                let index = t * tokens + s;
-                scratch.decay[index] = 0.0;
-                combination_gradient[index] = 0.0;
-                scratch.product[index] = 0.0;
-            }
+            decay[t + 1..].fill(0.0);
+            product[t + 1..].fill(0.0);
+            gradient[t + 1..].fill(0.0);
         }
         gemm_upper_left(
             [tokens, head_dim],
@@ -1270,27 +1317,25 @@ fn backward_sample(
             (&mut qkv_gradient[inner + head * head_dim..], width, 1),
         );
         // M4 backward: m_t = max_s L_ts gets −Σ_s dL_ts (through D') plus the stabiliser's share,
-        // and passes it to the first maximal element of the row.
+        // and passes it to the first maximal element of the row. M3: L_ts = F_t − F_s + ĩ_s, so
+        // dF_t is row t's sum minus column t's sum and dĩ_s is column s's sum; the column sums
+        // are built row by row (a vector add per row, no scatter).
         let log_decay = &mut scratch.product;
+        column_sum.fill(0.0);
         for t in 0..tokens {
-            let row = &mut log_decay[t * tokens..(t + 1) * tokens];
-            let through_decay: f32 = row[..=t].iter().sum();
-            let total = max_gradient[t] - through_decay;
-            row[row_argmax[t] as usize] += total;
-        }
-        // M3, M2, M1 backward.
-        cumulative_gradient.fill(0.0);
-        for t in 0..tokens {
-            for s in 0..=t {
-                let gradient = log_decay[t * tokens + s];
-                cumulative_gradient[t] += gradient;
-                cumulative_gradient[s] -= gradient;
-                gates_gradient[s * gate_width + head] += gradient;
+            let row = &mut log_decay[t * tokens..][..=t];
+            let through_decay = sum_lanes(row);
+            row[row_argmax[t] as usize] += max_gradient[t] - through_decay;
+            row_sum[t] = sum_lanes(row);
+            for (column, value) in column_sum[..=t].iter_mut().zip(row.iter()) {
+                *column += value;
             }
         }
+        // M2, M1 backward.
         let mut suffix = 0.0;
         for t in (0..tokens).rev() {
-            suffix += cumulative_gradient[t];
+            gates_gradient[t * gate_width + head] = column_sum[t];
+            suffix += row_sum[t] - column_sum[t];
             let forget = saved.gates[t * gate_width + heads + head];
             gates_gradient[t * gate_width + heads + head] = suffix * sigmoid(-forget);
         }
@@ -1407,6 +1452,42 @@ fn backward_sample(
     for (token, row) in branch_gradient.chunks_exact(inner).enumerate() {
         up_gradient[shape.row(token) * 2 * inner..][..inner].copy_from_slice(row);
     }
+}
+
+/// The per-head norm's affine part per channel: the scale `1 + w` (the official layer keeps the
+/// weight as an offset from one) and the bias, zero when the layer has none.
+fn norm_affine(params: &CoreParams, inner: usize) -> (Vec<f32>, Vec<f32>) {
+    let scale = params
+        .norm_weight
+        .iter()
+        .map(|weight| weight + 1.0)
+        .collect();
+    let shift = params
+        .norm_bias
+        .map_or_else(|| vec![0.0; inner], <[f32]>::to_vec);
+    (scale, shift)
+}
+
+/// Mean and `1/√(variance + ε)` of one head's channels (the biased variance, as the norm takes
+/// it).
+#[inline]
+fn moments(values: &[f32]) -> (f32, f32) {
+    let count = values.len() as f32;
+    let mean = sum_lanes(values) / count;
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|value| (value - mean) * (value - mean))
+        .sum();
+    for chunk in chunks {
+        for lane in 0..8 {
+            lanes[lane] += (chunk[lane] - mean) * (chunk[lane] - mean);
+        }
+    }
+    let variance = (lanes.iter().sum::<f32>() + tail) / count;
+    (mean, 1.0 / (variance + NORM_EPSILON).sqrt())
 }
 
 /// `sign(x)` with `sign(0) = 0`, as the gradient of `abs` uses it.

@@ -19,8 +19,6 @@
 //! (`block.rs`). Everything here works on the *logical* sequence and maps logical token `t` to
 //! row `S−1−t` when `reverse` is set, so no flipped copy is ever made.
 
-use rayon::prelude::*;
-
 /// ε of the per-head norm (the official `MultiHeadLayerNorm`).
 const NORM_EPSILON: f32 = 1e-5;
 /// ε added to the normaliser, M7.
@@ -54,7 +52,7 @@ impl Convolution {
 
     /// Calls `visit(tap, source_token)` for every tap of output token `token` whose source lies
     /// inside the sequence (the zero padding contributes nothing).
-    #[inline]
+    #[inline(always)]
     fn for_each_source(&self, token: usize, mut visit: impl FnMut(usize, usize)) {
         match *self {
             Self::Causal { kernel } => {
@@ -273,19 +271,15 @@ pub fn forward(
         shape.batch * 2 * sample_size,
         "up has the wrong size"
     );
-    let mut output = vec![0.0; shape.batch * sample_size];
     let gate_weights = transposed_gate_weights(shape, params);
     let tap_weights = transposed_taps(shape, params);
-    let activations: Vec<Option<SampleActivations>> = output
-        .par_chunks_mut(sample_size)
-        .enumerate()
-        .map(|(sample, output)| {
+    let (output, activations) =
+        super::zeroed_pieces(shape.batch * sample_size, sample_size, |sample, output| {
             let up = &up[sample * 2 * sample_size..(sample + 1) * 2 * sample_size];
             let activations =
                 forward_sample(shape, params, &gate_weights, &tap_weights, up, output);
             keep.then_some(activations)
-        })
-        .collect();
+        });
     (output, activations.into_iter().flatten().collect())
 }
 
@@ -305,16 +299,15 @@ pub fn backward(
         "one activation set per sample"
     );
     assert_eq!(output_gradient.len(), shape.batch * sample_size);
-    let mut up_gradient = vec![0.0; shape.batch * 2 * sample_size];
     let gate_weights = transposed_gate_weights(shape, params);
     let tap_weights = transposed_taps(shape, params);
     // One gradient set per sample, summed in sample order afterwards: the result is then the
     // same bits whatever the thread count or work stealing, which bit-identical resume (and
     // equal results from differently sized machines) depends on.
-    let per_sample: Vec<CoreGradients> = up_gradient
-        .par_chunks_mut(2 * sample_size)
-        .enumerate()
-        .map(|(sample, up_gradient)| {
+    let (up_gradient, per_sample) = super::zeroed_pieces(
+        shape.batch * 2 * sample_size,
+        2 * sample_size,
+        |sample, up_gradient| {
             let mut gradients = CoreGradients::zeros(shape, params);
             let range = sample * 2 * sample_size..(sample + 1) * 2 * sample_size;
             backward_sample(
@@ -329,8 +322,8 @@ pub fn backward(
                 &mut gradients,
             );
             gradients
-        })
-        .collect();
+        },
+    );
     let gradients = per_sample
         .into_iter()
         .reduce(CoreGradients::add)
@@ -340,14 +333,14 @@ pub fn backward(
 
 /// The factor `r = 1 / (1 + e^{min(−x, 40)})` of the capped SiLU of `layers::silu`, which is
 /// `x·r`; kept from the forward pass, it gives the derivative without another `exp`.
-#[inline]
+#[inline(always)]
 fn silu_factor(input: f32) -> f32 {
     1.0 / (exp((-input).min(SILU_EXPONENT_CAP)) + 1.0)
 }
 
 /// Derivative of the capped SiLU at `input` from its [`silu_factor`] `r`, as autodiff takes it
 /// through the formula: `r + x·r·(1 − r)`, the second term only where the cap is not active.
-#[inline]
+#[inline(always)]
 fn silu_derivative(input: f32, factor: f32) -> f32 {
     if -input < SILU_EXPONENT_CAP {
         factor + input * factor * (1.0 - factor)
@@ -388,12 +381,17 @@ fn transposed_taps(shape: &CoreShape, params: &CoreParams) -> Vec<f32> {
     transposed
 }
 
-/// `Σ a_i b_i` with eight partial sums, so that the loop vectorises.
-#[inline]
+/// Partial sums per reduction: sixteen independent chains (one AVX-512 register, two AVX2 ones),
+/// so that a sum is neither one long chain of dependent additions nor bound to a vector width;
+/// every build and processor sums in the same order, so all give the same bits.
+const LANES: usize = 16;
+
+/// `Σ a_i b_i` with [`LANES`] partial sums, so that the loop vectorises.
+#[inline(always)]
 fn dot(left: &[f32], right: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let left_chunks = left.chunks_exact(8);
-    let right_chunks = right.chunks_exact(8);
+    let mut lanes = [0.0f32; LANES];
+    let left_chunks = left.chunks_exact(LANES);
+    let right_chunks = right.chunks_exact(LANES);
     let tail: f32 = left_chunks
         .remainder()
         .iter()
@@ -401,35 +399,67 @@ fn dot(left: &[f32], right: &[f32]) -> f32 {
         .map(|(a, b)| a * b)
         .sum();
     for (a, b) in left_chunks.zip(right_chunks) {
-        for lane in 0..8 {
+        for lane in 0..LANES {
             lanes[lane] += a[lane] * b[lane];
         }
     }
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `Σ a_i` with the same eight partial sums as [`dot`], so that `sum_lanes` of a product row and
+/// `Σ a_i` with the same partial sums as [`dot`], so that `sum_lanes` of a product row and
 /// `dot` of its two factors give the same bits (the forward pass sums C = P ⊙ D', the backward
 /// pass forms the same sum from P and D').
-#[inline]
+#[inline(always)]
 fn sum_lanes(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = values.chunks_exact(8);
+    let mut lanes = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();
     for chunk in chunks {
-        for lane in 0..8 {
+        for lane in 0..LANES {
             lanes[lane] += chunk[lane];
         }
     }
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `y += α·x`.
-#[inline]
-fn axpy(target: &mut [f32], alpha: f32, source: &[f32]) {
-    for (value, addend) in target.iter_mut().zip(source) {
-        *value += alpha * addend;
+/// The largest of `values` (NaNs ignored) and the index of its first occurrence, where the
+/// gradient of `max` goes; `(−∞, 0)` when there is none. The maximum is taken over [`LANES`]
+/// lanes (a maximum does not round, so the order does not matter), then the first chunk that
+/// holds it is searched.
+#[inline(always)]
+fn first_maximum(values: &[f32]) -> (f32, usize) {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let mut maximum = f32::NEG_INFINITY;
+    for &value in chunks.remainder() {
+        if value > maximum {
+            maximum = value;
+        }
     }
+    for chunk in chunks {
+        for lane in 0..LANES {
+            if chunk[lane] > lanes[lane] {
+                lanes[lane] = chunk[lane];
+            }
+        }
+    }
+    for lane in lanes {
+        if lane > maximum {
+            maximum = lane;
+        }
+    }
+    let mut start = 0;
+    for chunk in values.chunks(LANES) {
+        let found = chunk
+            .iter()
+            .fold(false, |found, &value| found | (value == maximum));
+        if found {
+            let offset = chunk.iter().position(|&value| value == maximum);
+            return (maximum, start + offset.unwrap_or(0));
+        }
+        start += chunk.len();
+    }
+    (maximum, 0)
 }
 
 /// `e^x` to within 2 ulp of libm's `expf`, written so that a loop of it vectorises: libm's
@@ -617,6 +647,7 @@ fn gemm_upper_left(
 
 /// `output[t, blk·s + o] = Σ_d weight[blk, o, d] · input[t, blk·s + d] (+ bias)`, writing into the
 /// `width`-strided rows of `output` starting at column `offset`.
+#[inline(always)]
 fn block_diagonal(
     shape: &CoreShape,
     weight: &[f32],
@@ -631,6 +662,7 @@ fn block_diagonal(
     }
 }
 
+#[inline(always)]
 fn block_diagonal_sized<const SIZE: usize>(
     shape: &CoreShape,
     weight: &[f32],
@@ -638,43 +670,64 @@ fn block_diagonal_sized<const SIZE: usize>(
     (input, input_stride, input_offset): (&[f32], usize, usize),
     (output, output_stride, output_offset): (&mut [f32], usize, usize),
 ) {
-    // Each block's matrix transposed, so that the product is a sum of scaled columns.
-    let blocks = shape.inner / SIZE;
-    let mut columns = vec![0.0f32; blocks * SIZE * SIZE];
-    for block in 0..blocks {
-        for row in 0..SIZE {
-            for column in 0..SIZE {
-                columns[block * SIZE * SIZE + column * SIZE + row] =
-                    weight[block * SIZE * SIZE + row * SIZE + column];
-            }
-        }
-    }
-    let zeros = [0.0f32; SIZE];
+    // Column c of every block's matrix side by side (`columns[c][b·SIZE + r] = W_b[r][c]`), so
+    // that adding column c's share to a whole row is one contiguous multiply-add with the input
+    // spread over its block (`spread[b·SIZE + r] = x[b·SIZE + c]`); the sums run in the same
+    // order as the textbook loop.
+    let inner = shape.inner;
+    let columns = side_by_side::<SIZE>(weight, inner, true);
+    let mut spread = vec![0.0f32; inner];
     for token in 0..shape.tokens {
-        let source = &input[token * input_stride + input_offset..][..shape.inner];
-        let target = &mut output[token * output_stride + output_offset..][..shape.inner];
-        for (block, (target, source)) in target
-            .chunks_exact_mut(SIZE)
-            .zip(source.chunks_exact(SIZE))
-            .enumerate()
-        {
-            let mut sum: [f32; SIZE] = match bias {
-                Some(bias) => bias[block * SIZE..(block + 1) * SIZE]
-                    .try_into()
-                    .unwrap_or(zeros),
-                None => zeros,
-            };
-            let matrix = &columns[block * SIZE * SIZE..(block + 1) * SIZE * SIZE];
-            for (column, &value) in source.iter().enumerate() {
-                for row in 0..SIZE {
-                    sum[row] += value * matrix[column * SIZE + row];
-                }
+        let source = &input[token * input_stride + input_offset..][..inner];
+        let target = &mut output[token * output_stride + output_offset..][..inner];
+        match bias {
+            Some(bias) => target.copy_from_slice(&bias[..inner]),
+            None => target.fill(0.0),
+        }
+        for column in 0..SIZE {
+            spread_lane::<SIZE>(source, column, &mut spread);
+            let weights = &columns[column * inner..][..inner];
+            for ((value, &input), &weight) in target.iter_mut().zip(&spread).zip(weights) {
+                *value += input * weight;
             }
-            target.copy_from_slice(&sum);
         }
     }
 }
 
+/// The `SIZE × SIZE` blocks of a block-diagonal weight (`[blocks, SIZE, SIZE]`, row-major) laid
+/// out as `SIZE` rows of length `inner`: row r holds every block's row r when `transposed` is
+/// false, every block's column r when it is true.
+#[inline(always)]
+fn side_by_side<const SIZE: usize>(weight: &[f32], inner: usize, transposed: bool) -> Vec<f32> {
+    let mut rows = vec![0.0f32; SIZE * inner];
+    for block in 0..inner / SIZE {
+        for row in 0..SIZE {
+            for column in 0..SIZE {
+                let (line, place) = if transposed {
+                    (column, row)
+                } else {
+                    (row, column)
+                };
+                rows[line * inner + block * SIZE + place] =
+                    weight[block * SIZE * SIZE + row * SIZE + column];
+            }
+        }
+    }
+    rows
+}
+
+/// `target[b·SIZE + i] = source[b·SIZE + lane]` for every block b and every i.
+#[inline(always)]
+fn spread_lane<const SIZE: usize>(source: &[f32], lane: usize, target: &mut [f32]) {
+    for (target, source) in target.chunks_exact_mut(SIZE).zip(source.chunks_exact(SIZE)) {
+        let value = source[lane];
+        for slot in target.iter_mut() {
+            *slot = value;
+        }
+    }
+}
+
+#[inline(always)]
 fn block_diagonal_any(
     shape: &CoreShape,
     weight: &[f32],
@@ -705,6 +758,7 @@ fn block_diagonal_any(
 
 /// Backward of [`block_diagonal`]: accumulates the weight (and bias) gradient and adds the input
 /// gradient into `input_gradient` (`[S, E]`).
+#[inline(always)]
 fn block_diagonal_backward(
     shape: &CoreShape,
     weight: &[f32],
@@ -736,6 +790,7 @@ fn block_diagonal_backward(
     }
 }
 
+#[inline(always)]
 fn block_diagonal_backward_sized<const SIZE: usize>(
     shape: &CoreShape,
     weight: &[f32],
@@ -745,37 +800,49 @@ fn block_diagonal_backward_sized<const SIZE: usize>(
     bias_gradient: &mut [f32],
     input_gradient: &mut [f32],
 ) {
+    // Row r of every block side by side, for the weights and their gradient, and the output
+    // gradient's lane r spread over its block: each row r is then two contiguous multiply-adds
+    // over the whole token (dW_r += spread·x, dx += spread·W_r), in the textbook loop's order.
     let inner = shape.inner;
+    let rows = side_by_side::<SIZE>(weight, inner, false);
+    let mut row_gradients = vec![0.0f32; SIZE * inner];
+    let mut spread = vec![0.0f32; inner];
     for token in 0..shape.tokens {
         let gradient = &output_gradient[token * stride + offset..][..inner];
-        let source = &input[token * inner..(token + 1) * inner];
-        let source_gradient = &mut input_gradient[token * inner..(token + 1) * inner];
+        let source = &input[token * inner..][..inner];
+        let source_gradient = &mut input_gradient[token * inner..][..inner];
         if !bias_gradient.is_empty() {
             for (bias, value) in bias_gradient.iter_mut().zip(gradient) {
                 *bias += value;
             }
         }
-        for (((gradient, source), source_gradient), (matrix, matrix_gradient)) in gradient
-            .chunks_exact(SIZE)
-            .zip(source.chunks_exact(SIZE))
-            .zip(source_gradient.chunks_exact_mut(SIZE))
-            .zip(
-                weight
-                    .chunks_exact(SIZE * SIZE)
-                    .zip(weight_gradient.chunks_exact_mut(SIZE * SIZE)),
-            )
-        {
-            for row in 0..SIZE {
-                let value = gradient[row];
-                for column in 0..SIZE {
-                    matrix_gradient[row * SIZE + column] += value * source[column];
-                    source_gradient[column] += value * matrix[row * SIZE + column];
-                }
+        for row in 0..SIZE {
+            spread_lane::<SIZE>(gradient, row, &mut spread);
+            let weights = &rows[row * inner..][..inner];
+            let weight_gradients = &mut row_gradients[row * inner..][..inner];
+            for (((weight_gradient, source_gradient), (&value, &input)), &weight) in
+                weight_gradients
+                    .iter_mut()
+                    .zip(source_gradient.iter_mut())
+                    .zip(spread.iter().zip(source))
+                    .zip(weights)
+            {
+                *weight_gradient += value * input;
+                *source_gradient += value * weight;
+            }
+        }
+    }
+    for block in 0..inner / SIZE {
+        for row in 0..SIZE {
+            for column in 0..SIZE {
+                weight_gradient[block * SIZE * SIZE + row * SIZE + column] +=
+                    row_gradients[row * inner + block * SIZE + column];
             }
         }
     }
 }
 
+#[inline(always)]
 fn block_diagonal_backward_any(
     shape: &CoreShape,
     weight: &[f32],
@@ -834,6 +901,7 @@ impl HeadScratch {
 }
 
 /// M1–M2 and the TwoSum rounding error of the cumulative sum, for head `head`.
+#[inline(always)]
 fn cumulative_forget(
     shape: &CoreShape,
     gates: &[f32],
@@ -859,6 +927,7 @@ fn cumulative_forget(
 /// M3–M4 into `decay` (lower triangle: `D'_ts = exp(log D_ts − m_t)`, zero above), writing
 /// m_t and the first `s` where it is reached (where the gradient of `max` goes).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn decay_matrix(
     shape: &CoreShape,
     gates: &[f32],
@@ -880,14 +949,7 @@ fn decay_matrix(
         for ((value, &earlier), &gate) in row[..=t].iter_mut().zip(cumulative).zip(&shifted_gates) {
             *value = (current - earlier) + gate;
         }
-        let mut maximum = f32::NEG_INFINITY;
-        let mut argmax = 0;
-        for (s, &value) in row[..=t].iter().enumerate() {
-            if value > maximum {
-                maximum = value;
-                argmax = s;
-            }
-        }
+        let (maximum, argmax) = first_maximum(&row[..=t]);
         for value in &mut row[..=t] {
             *value = exp(*value - maximum);
         }
@@ -897,7 +959,148 @@ fn decay_matrix(
     }
 }
 
+/// One sample's forward pass, with AVX-512 or AVX2 where the processor has them.
 fn forward_sample(
+    shape: &CoreShape,
+    params: &CoreParams,
+    gate_weights: &[f32],
+    tap_weights: &[f32],
+    up: &[f32],
+    output: &mut [f32],
+) -> SampleActivations {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512 (checked just above).
+        return unsafe {
+            avx512::forward_sample(shape, params, gate_weights, tap_weights, up, output)
+        };
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2 (checked just above).
+        return unsafe {
+            avx2::forward_sample(shape, params, gate_weights, tap_weights, up, output)
+        };
+    }
+    forward_sample_body(shape, params, gate_weights, tap_weights, up, output)
+}
+
+/// One sample's backward pass, with AVX-512 or AVX2 where the processor has them.
+#[allow(clippy::too_many_arguments)]
+fn backward_sample(
+    shape: &CoreShape,
+    params: &CoreParams,
+    gate_weights: &[f32],
+    tap_weights: &[f32],
+    up: &[f32],
+    saved: &SampleActivations,
+    output_gradient: &[f32],
+    up_gradient: &mut [f32],
+    gradients: &mut CoreGradients,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512 (checked just above).
+        return unsafe {
+            avx512::backward_sample(
+                shape,
+                params,
+                gate_weights,
+                tap_weights,
+                up,
+                saved,
+                output_gradient,
+                up_gradient,
+                gradients,
+            )
+        };
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2 (checked just above).
+        return unsafe {
+            avx2::backward_sample(
+                shape,
+                params,
+                gate_weights,
+                tap_weights,
+                up,
+                saved,
+                output_gradient,
+                up_gradient,
+                gradients,
+            )
+        };
+    }
+    backward_sample_body(
+        shape,
+        params,
+        gate_weights,
+        tap_weights,
+        up,
+        saved,
+        output_gradient,
+        up_gradient,
+        gradients,
+    );
+}
+
+/// The per-sample bodies compiled for a wider vector unit (everything they inline, too), one
+/// module per instruction set. The source is the same as the portable build's and Rust never
+/// fuses a multiply and an add on its own, so the wider vectors perform the same IEEE operations
+/// in the same order: every build gives the same bits.
+macro_rules! sample_passes_for {
+    ($module:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $module {
+            use super::*;
+
+            /// # Safety
+            /// The processor must support the module's instruction set.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn forward_sample(
+                shape: &CoreShape,
+                params: &CoreParams,
+                gate_weights: &[f32],
+                tap_weights: &[f32],
+                up: &[f32],
+                output: &mut [f32],
+            ) -> SampleActivations {
+                forward_sample_body(shape, params, gate_weights, tap_weights, up, output)
+            }
+
+            /// # Safety
+            /// The processor must support the module's instruction set.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn backward_sample(
+                shape: &CoreShape,
+                params: &CoreParams,
+                gate_weights: &[f32],
+                tap_weights: &[f32],
+                up: &[f32],
+                saved: &SampleActivations,
+                output_gradient: &[f32],
+                up_gradient: &mut [f32],
+                gradients: &mut CoreGradients,
+            ) {
+                backward_sample_body(
+                    shape,
+                    params,
+                    gate_weights,
+                    tap_weights,
+                    up,
+                    saved,
+                    output_gradient,
+                    up_gradient,
+                    gradients,
+                );
+            }
+        }
+    };
+}
+
+sample_passes_for!(avx2, "avx2");
+sample_passes_for!(avx512, "avx512f");
+
+#[inline(always)]
+fn forward_sample_body(
     shape: &CoreShape,
     params: &CoreParams,
     gate_weights: &[f32],
@@ -958,18 +1161,26 @@ fn forward_sample(
         (&mut qkv, width, 2 * inner),
     );
 
-    // L4: gate pre-activations [S, 2H] = [q‖k‖v] · [W_i ‖ W_f] + b, one dot product per gate.
+    // L4: gate pre-activations [S, 2H] = [q‖k‖v] · [W_i ‖ W_f] + b, one product.
     let gate_width = 2 * heads;
     let mut gates = vec![0.0; tokens * gate_width];
-    for (token, row) in gates.chunks_exact_mut(gate_width).enumerate() {
-        let features = &qkv[token * width..(token + 1) * width];
-        for (gate, value) in row.iter_mut().enumerate() {
-            let bias = if gate < heads {
-                params.input_gate_bias[gate]
-            } else {
-                params.forget_gate_bias[gate - heads]
-            };
-            *value = dot(features, &gate_weights[gate * width..(gate + 1) * width]) + bias;
+    gemm(
+        [tokens, width, gate_width],
+        1.0,
+        (&qkv, width, 1),
+        (gate_weights, 1, width),
+        0.0,
+        (&mut gates, gate_width, 1),
+    );
+    let gate_bias: Vec<f32> = params
+        .input_gate_bias
+        .iter()
+        .chain(params.forget_gate_bias)
+        .copied()
+        .collect();
+    for row in gates.chunks_exact_mut(gate_width) {
+        for (value, bias) in row.iter_mut().zip(&gate_bias) {
+            *value += bias;
         }
     }
 
@@ -1095,7 +1306,8 @@ fn forward_sample(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward_sample(
+#[inline(always)]
+fn backward_sample_body(
     shape: &CoreShape,
     params: &CoreParams,
     gate_weights: &[f32],
@@ -1341,28 +1553,32 @@ fn backward_sample(
         }
     }
 
-    // L4 backward: gate weights, biases and the q/k/v gradient through the gates.
+    // L4 backward: gate weights, biases and the q/k/v gradient through the gates, as products:
+    // d[q‖k‖v] += dG·W (W as the `[2H, 3E]` rows), dW = dGᵀ·[q‖k‖v].
+    gemm(
+        [tokens, gate_width, width],
+        1.0,
+        (&gates_gradient, gate_width, 1),
+        (gate_weights, width, 1),
+        1.0,
+        (&mut qkv_gradient, width, 1),
+    );
     let mut gate_weights_gradient = vec![0.0; gate_width * width];
-    for token in 0..tokens {
-        let features = &saved.qkv[token * width..(token + 1) * width];
-        let features_gradient = &mut qkv_gradient[token * width..(token + 1) * width];
-        for gate in 0..gate_width {
-            let gradient = gates_gradient[token * gate_width + gate];
-            if gate < heads {
-                gradients.input_gate_bias[gate] += gradient;
-            } else {
-                gradients.forget_gate_bias[gate - heads] += gradient;
-            }
-            axpy(
-                features_gradient,
-                gradient,
-                &gate_weights[gate * width..(gate + 1) * width],
-            );
-            axpy(
-                &mut gate_weights_gradient[gate * width..(gate + 1) * width],
-                gradient,
-                features,
-            );
+    gemm(
+        [gate_width, tokens, width],
+        1.0,
+        (&gates_gradient, 1, gate_width),
+        (&saved.qkv, width, 1),
+        0.0,
+        (&mut gate_weights_gradient, width, 1),
+    );
+    for row in gates_gradient.chunks_exact(gate_width) {
+        let (input, forget) = row.split_at(heads);
+        for (bias, gradient) in gradients.input_gate_bias.iter_mut().zip(input) {
+            *bias += gradient;
+        }
+        for (bias, gradient) in gradients.forget_gate_bias.iter_mut().zip(forget) {
+            *bias += gradient;
         }
     }
     for (gate, row) in gate_weights_gradient.chunks_exact(width).enumerate() {
@@ -1470,19 +1686,19 @@ fn norm_affine(params: &CoreParams, inner: usize) -> (Vec<f32>, Vec<f32>) {
 
 /// Mean and `1/√(variance + ε)` of one head's channels (the biased variance, as the norm takes
 /// it).
-#[inline]
+#[inline(always)]
 fn moments(values: &[f32]) -> (f32, f32) {
     let count = values.len() as f32;
     let mean = sum_lanes(values) / count;
-    let mut lanes = [0.0f32; 8];
-    let chunks = values.chunks_exact(8);
+    let mut lanes = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
     let tail: f32 = chunks
         .remainder()
         .iter()
         .map(|value| (value - mean) * (value - mean))
         .sum();
     for chunk in chunks {
-        for lane in 0..8 {
+        for lane in 0..LANES {
             lanes[lane] += (chunk[lane] - mean) * (chunk[lane] - mean);
         }
     }
@@ -1491,7 +1707,7 @@ fn moments(values: &[f32]) -> (f32, f32) {
 }
 
 /// `sign(x)` with `sign(0) = 0`, as the gradient of `abs` uses it.
-#[inline]
+#[inline(always)]
 fn sign(value: f32) -> f32 {
     if value > 0.0 {
         1.0

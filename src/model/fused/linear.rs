@@ -98,23 +98,23 @@ unsafe impl Send for SharedOutput {}
 // SAFETY: as for `Send`: shared only among tasks that write disjoint blocks.
 unsafe impl Sync for SharedOutput {}
 
-/// `output = left [m, k] · right [k, n]` into a contiguous row-major `[m, n]` output, cut into
+/// `left [m, k] · right [k, n]` as a new contiguous row-major `[m, n]` buffer, cut into
 /// [`TASKS_PER_THREAD`] blocks of output rows (when `m ≥ n`) or columns per thread, each a
 /// multiple of [`CHUNK`] long (the last one excepted), one rayon task per block.
+///
+/// The buffer is not zeroed first: gemm is told not to read its destination (its first depth
+/// block stores, the later ones add to what the first stored), so each element is written by
+/// the task that owns it. Zeroing it was a serial memset of up to 10 MB per product on the
+/// calling thread while the other threads waited.
 pub(super) fn parallel_gemm(
     [m, k, n]: [usize; 3],
     (left, left_rows, left_columns): View,
     (right, right_rows, right_columns): View,
-    output: &mut [f32],
-) {
-    assert_eq!(output.len(), m * n, "the output is m × n");
-    if m == 0 || n == 0 {
-        return;
+) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
     }
-    if k == 0 {
-        output.fill(0.0);
-        return;
-    }
+    let mut output: Vec<f32> = Vec::with_capacity(m * n);
     let last = |rows: usize, columns: usize, row_count: usize, column_count: usize| {
         (row_count - 1) * rows + (column_count - 1) * columns
     };
@@ -164,6 +164,10 @@ pub(super) fn parallel_gemm(
             );
         }
     });
+    // SAFETY: the blocks cover every row (or every column) of the `m × n` output, and gemm,
+    // told not to read its destination, wrote each of their elements.
+    unsafe { output.set_len(m * n) };
+    output
 }
 
 /// The forward product with the bias added, shaped as `input` with its last axis `out` wide.
@@ -174,12 +178,10 @@ fn forward(
 ) -> NdArrayTensor {
     let (mut shape, [rows, depth]) = matrix_shape(input);
     let (_, [_, columns]) = matrix_shape(weight);
-    let mut output = vec![0.0; rows * columns];
-    parallel_gemm(
+    let mut output = parallel_gemm(
         [rows, depth, columns],
         (&values(input), depth, 1),
         (&values(weight), columns, 1),
-        &mut output,
     );
     if let Some(bias) = bias {
         let bias = values(bias);
@@ -225,31 +227,40 @@ impl Backward<Cpu, 3> for LinearBackward {
         let [input_parent, weight_parent, bias_parent] = ops.parents;
         if let Some(node) = input_parent {
             // dX = dY · Wᵀ
-            let mut gradient = vec![0.0; rows * depth];
-            parallel_gemm(
+            let gradient = parallel_gemm(
                 [rows, columns, depth],
                 (&output_gradient, columns, 1),
                 (&values(&weight), 1, columns),
-                &mut gradient,
             );
             grads.register::<Cpu>(node.id, ndarray_tensor(gradient, input_shape));
         }
         if let Some(node) = weight_parent {
             // dW = Xᵀ · dY
-            let mut gradient = vec![0.0; depth * columns];
-            parallel_gemm(
+            let gradient = parallel_gemm(
                 [depth, rows, columns],
                 (&values(&input), 1, depth),
                 (&output_gradient, columns, 1),
-                &mut gradient,
             );
             grads.register::<Cpu>(node.id, ndarray_tensor(gradient, vec![depth, columns]));
         }
         if let Some(node) = bias_parent {
-            // db = Σ_rows dY, in row order.
+            // db = Σ_rows dY: per block of CHUNK rows in parallel, then the blocks in order
+            // (the same bits for any thread count).
+            let partial: Vec<Vec<f32>> = output_gradient
+                .par_chunks(CHUNK * columns)
+                .map(|block| {
+                    let mut sum = vec![0.0; columns];
+                    for row in block.chunks_exact(columns) {
+                        for (sum, value) in sum.iter_mut().zip(row) {
+                            *sum += value;
+                        }
+                    }
+                    sum
+                })
+                .collect();
             let mut gradient = vec![0.0; columns];
-            for row in output_gradient.chunks_exact(columns) {
-                for (sum, value) in gradient.iter_mut().zip(row) {
+            for block in &partial {
+                for (sum, value) in gradient.iter_mut().zip(block) {
                     *sum += value;
                 }
             }

@@ -160,6 +160,39 @@ fn ndarray_tensor(values: Vec<f32>, shape: Vec<usize>) -> NdArrayTensor {
     NdArrayTensor::from_data(TensorData::new(values, shape))
 }
 
+/// A new buffer of `length` values cut into `piece`-long pieces (the last may be shorter), each
+/// zeroed and then filled by `fill(index, piece)` on the rayon task that owns it; returns the
+/// buffer and what `fill` returned for each piece, in order. Zeroing the whole buffer up front
+/// (`vec![0.0; length]`) was a serial memset, with its page faults, of up to 10 MB per call on
+/// the calling thread while the other threads waited; here each task zeroes the piece it is
+/// about to write, in parallel and into its own cache.
+fn zeroed_pieces<R: Send>(
+    length: usize,
+    piece: usize,
+    fill: impl Fn(usize, &mut [f32]) -> R + Sync + Send,
+) -> (Vec<f32>, Vec<R>) {
+    use rayon::prelude::*;
+    let mut buffer: Vec<f32> = Vec::with_capacity(length);
+    let results = buffer.spare_capacity_mut()[..length]
+        .par_chunks_mut(piece.max(1))
+        .enumerate()
+        .map(|(index, slots)| {
+            for slot in slots.iter_mut() {
+                slot.write(0.0);
+            }
+            // SAFETY: every element of `slots` was initialised just above, and
+            // `MaybeUninit<f32>` has the layout of `f32`.
+            let values =
+                unsafe { &mut *(slots as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            fill(index, values)
+        })
+        .collect();
+    // SAFETY: the pieces cover the first `length` elements, and each was initialised above (had a
+    // task panicked, the panic would have propagated before this line).
+    unsafe { buffer.set_len(length) };
+    (buffer, results)
+}
+
 /// A tensor's shape, and that shape read as a matrix: `[rows, last axis]`, the leading axes
 /// folded into the rows. The fused operations take any rank this way, because a burn reshape on
 /// the ndarray backend copies the tensor (burn-ndarray 0.21 turns the reshaped view into a new

@@ -280,11 +280,13 @@ pub fn forward(
     );
     let gate_weights = transposed_gate_weights(shape, params);
     let tap_weights = transposed_taps(shape, params);
+    let (forward_sample, _) = passes();
     let (output, activations) =
         super::zeroed_pieces(shape.batch * sample_size, sample_size, |sample, output| {
             let up = &up[sample * 2 * sample_size..(sample + 1) * 2 * sample_size];
+            // SAFETY: `passes` picks a build this processor supports.
             let activations =
-                forward_sample(shape, params, &gate_weights, &tap_weights, up, output);
+                unsafe { forward_sample(shape, params, &gate_weights, &tap_weights, up, output) };
             keep.then_some(activations)
         });
     (output, activations.into_iter().flatten().collect())
@@ -311,23 +313,27 @@ pub fn backward(
     // One gradient set per sample, summed in sample order afterwards: the result is then the
     // same bits whatever the thread count or work stealing, which bit-identical resume (and
     // equal results from differently sized machines) depends on.
+    let (_, backward_sample) = passes();
     let (up_gradient, per_sample) = super::zeroed_pieces(
         shape.batch * 2 * sample_size,
         2 * sample_size,
         |sample, up_gradient| {
             let mut gradients = CoreGradients::zeros(shape, params);
             let range = sample * 2 * sample_size..(sample + 1) * 2 * sample_size;
-            backward_sample(
-                shape,
-                params,
-                &gate_weights,
-                &tap_weights,
-                &up[range],
-                &activations[sample],
-                &output_gradient[sample * sample_size..(sample + 1) * sample_size],
-                up_gradient,
-                &mut gradients,
-            );
+            // SAFETY: `passes` picks a build this processor supports.
+            unsafe {
+                backward_sample(
+                    shape,
+                    params,
+                    &gate_weights,
+                    &tap_weights,
+                    &up[range],
+                    &activations[sample],
+                    &output_gradient[sample * sample_size..(sample + 1) * sample_size],
+                    up_gradient,
+                    &mut gradients,
+                );
+            }
             gradients
         },
     );
@@ -966,101 +972,63 @@ fn decay_matrix(
     }
 }
 
-/// One sample's forward pass, with AVX-512 or AVX2 where the processor has them.
-fn forward_sample(
-    shape: &CoreShape,
-    params: &CoreParams,
-    gate_weights: &[f32],
-    tap_weights: &[f32],
-    up: &[f32],
-    output: &mut [f32],
-) -> SampleActivations {
+/// One sample's forward pass as one build compiles it (see [`builds`]).
+type ForwardPass =
+    unsafe fn(&CoreShape, &CoreParams, &[f32], &[f32], &[f32], &mut [f32]) -> SampleActivations;
+
+/// One sample's backward pass as one build compiles it (see [`builds`]).
+type BackwardPass = unsafe fn(
+    &CoreShape,
+    &CoreParams,
+    &[f32],
+    &[f32],
+    &[f32],
+    &SampleActivations,
+    &[f32],
+    &mut [f32],
+    &mut CoreGradients,
+);
+
+/// The builds of the per-sample passes this processor can run, widest first, the portable one
+/// last: name, forward, backward. Each function's only safety condition is its instruction set,
+/// which this list checks, so calling any entry is sound.
+fn builds() -> Vec<(&'static str, ForwardPass, BackwardPass)> {
+    let mut builds: Vec<(&'static str, ForwardPass, BackwardPass)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the processor has AVX-512 (checked just above).
-        return unsafe {
-            avx512::forward_sample(shape, params, gate_weights, tap_weights, up, output)
-        };
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2 (checked just above).
-        return unsafe {
-            avx2::forward_sample(shape, params, gate_weights, tap_weights, up, output)
-        };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            builds.push(("AVX-512", avx512::forward_sample, avx512::backward_sample));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            builds.push(("AVX2", avx2::forward_sample, avx2::backward_sample));
+        }
     }
-    forward_sample_body(shape, params, gate_weights, tap_weights, up, output)
+    builds.push((
+        "portable",
+        portable::forward_sample,
+        portable::backward_sample,
+    ));
+    builds
 }
 
-/// One sample's backward pass, with AVX-512 or AVX2 where the processor has them.
-#[allow(clippy::too_many_arguments)]
-fn backward_sample(
-    shape: &CoreShape,
-    params: &CoreParams,
-    gate_weights: &[f32],
-    tap_weights: &[f32],
-    up: &[f32],
-    saved: &SampleActivations,
-    output_gradient: &[f32],
-    up_gradient: &mut [f32],
-    gradients: &mut CoreGradients,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the processor has AVX-512 (checked just above).
-        return unsafe {
-            avx512::backward_sample(
-                shape,
-                params,
-                gate_weights,
-                tap_weights,
-                up,
-                saved,
-                output_gradient,
-                up_gradient,
-                gradients,
-            )
-        };
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2 (checked just above).
-        return unsafe {
-            avx2::backward_sample(
-                shape,
-                params,
-                gate_weights,
-                tap_weights,
-                up,
-                saved,
-                output_gradient,
-                up_gradient,
-                gradients,
-            )
-        };
-    }
-    backward_sample_body(
-        shape,
-        params,
-        gate_weights,
-        tap_weights,
-        up,
-        saved,
-        output_gradient,
-        up_gradient,
-        gradients,
-    );
+/// The widest build of the passes this processor runs.
+fn passes() -> (ForwardPass, BackwardPass) {
+    let (_, forward, backward) = builds()[0];
+    (forward, backward)
 }
 
-/// The per-sample bodies compiled for a wider vector unit (everything they inline, too), one
-/// module per instruction set. The source is the same as the portable build's and Rust never
-/// fuses a multiply and an add on its own, so the wider vectors perform the same IEEE operations
-/// in the same order: every build gives the same bits.
+/// The per-sample bodies compiled for one instruction set (everything they inline, too), one
+/// module per set. The source is the same for all and Rust never fuses a multiply and an add on
+/// its own, so wider vectors perform the same IEEE operations in the same order: every build
+/// gives the same bits.
 macro_rules! sample_passes_for {
-    ($module:ident, $features:literal) => {
-        #[cfg(target_arch = "x86_64")]
+    ($module:ident $(, $features:literal)?) => {
         mod $module {
             use super::*;
 
             /// # Safety
             /// The processor must support the module's instruction set.
-            #[target_feature(enable = $features)]
+            $(#[target_feature(enable = $features)])?
             pub(super) unsafe fn forward_sample(
                 shape: &CoreShape,
                 params: &CoreParams,
@@ -1075,7 +1043,7 @@ macro_rules! sample_passes_for {
             /// # Safety
             /// The processor must support the module's instruction set.
             #[allow(clippy::too_many_arguments)]
-            #[target_feature(enable = $features)]
+            $(#[target_feature(enable = $features)])?
             pub(super) unsafe fn backward_sample(
                 shape: &CoreShape,
                 params: &CoreParams,
@@ -1103,7 +1071,10 @@ macro_rules! sample_passes_for {
     };
 }
 
+sample_passes_for!(portable);
+#[cfg(target_arch = "x86_64")]
 sample_passes_for!(avx2, "avx2");
+#[cfg(target_arch = "x86_64")]
 sample_passes_for!(avx512, "avx512f");
 
 #[inline(always)]
@@ -1824,31 +1795,6 @@ mod tests {
                 backward(&saved, &mut up_gradient, &mut gradients);
                 (output, saved, up_gradient, gradients)
             };
-            let portable = both_passes(
-                &|output| {
-                    forward_sample_body(shape, &params, &gate_weights, &tap_weights, &up, output)
-                },
-                &|saved, up_gradient, gradients| {
-                    backward_sample_body(
-                        shape,
-                        &params,
-                        &gate_weights,
-                        &tap_weights,
-                        &up,
-                        saved,
-                        &incoming,
-                        up_gradient,
-                        gradients,
-                    )
-                },
-            );
-            assert!(
-                portable
-                    .0
-                    .iter()
-                    .chain(&portable.2)
-                    .all(|value| value.is_finite())
-            );
             let bits = |run: &(Vec<f32>, SampleActivations, Vec<f32>, CoreGradients)| {
                 let fields: Vec<u32> = run
                     .0
@@ -1859,23 +1805,16 @@ mod tests {
                     .collect();
                 (fields, run.1.clone())
             };
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the processor has AVX2 (checked just above).
-                    let wide = both_passes(
+            let runs: Vec<_> = builds()
+                .into_iter()
+                .map(|(name, forward, backward)| {
+                    // SAFETY: `builds` lists only what this processor supports.
+                    let run = both_passes(
                         &|output| unsafe {
-                            avx2::forward_sample(
-                                shape,
-                                &params,
-                                &gate_weights,
-                                &tap_weights,
-                                &up,
-                                output,
-                            )
+                            forward(shape, &params, &gate_weights, &tap_weights, &up, output)
                         },
                         &|saved, up_gradient, gradients| unsafe {
-                            avx2::backward_sample(
+                            backward(
                                 shape,
                                 &params,
                                 &gate_weights,
@@ -1888,43 +1827,20 @@ mod tests {
                             )
                         },
                     );
-                    assert!(
-                        bits(&wide) == bits(&portable),
-                        "AVX2 differs, shape {index}"
-                    );
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the processor has AVX-512 (checked just above).
-                    let widest = both_passes(
-                        &|output| unsafe {
-                            avx512::forward_sample(
-                                shape,
-                                &params,
-                                &gate_weights,
-                                &tap_weights,
-                                &up,
-                                output,
-                            )
-                        },
-                        &|saved, up_gradient, gradients| unsafe {
-                            avx512::backward_sample(
-                                shape,
-                                &params,
-                                &gate_weights,
-                                &tap_weights,
-                                &up,
-                                saved,
-                                &incoming,
-                                up_gradient,
-                                gradients,
-                            )
-                        },
-                    );
-                    assert!(
-                        bits(&widest) == bits(&portable),
-                        "AVX-512 differs, shape {index}"
-                    );
-                }
+                    (name, run)
+                })
+                .collect();
+            let (portable_name, portable) = runs.last().expect("the portable build is listed");
+            assert_eq!(*portable_name, "portable");
+            assert!(
+                portable
+                    .0
+                    .iter()
+                    .chain(&portable.2)
+                    .all(|value| value.is_finite())
+            );
+            for (name, run) in &runs {
+                assert!(bits(run) == bits(portable), "{name} differs, shape {index}");
             }
         }
     }

@@ -278,15 +278,13 @@ pub fn forward(
         shape.batch * 2 * sample_size,
         "up has the wrong size"
     );
-    let gate_weights = transposed_gate_weights(shape, params);
-    let tap_weights = transposed_taps(shape, params);
+    let layouts = Layouts::new(shape, params);
     let (forward_sample, _) = passes();
     let (output, activations) =
         super::zeroed_pieces(shape.batch * sample_size, sample_size, |sample, output| {
             let up = &up[sample * 2 * sample_size..(sample + 1) * 2 * sample_size];
             // SAFETY: `passes` picks a build this processor supports.
-            let activations =
-                unsafe { forward_sample(shape, params, &gate_weights, &tap_weights, up, output) };
+            let activations = unsafe { forward_sample(shape, params, &layouts, up, output) };
             keep.then_some(activations)
         });
     (output, activations.into_iter().flatten().collect())
@@ -308,8 +306,7 @@ pub fn backward(
         "one activation set per sample"
     );
     assert_eq!(output_gradient.len(), shape.batch * sample_size);
-    let gate_weights = transposed_gate_weights(shape, params);
-    let tap_weights = transposed_taps(shape, params);
+    let layouts = Layouts::new(shape, params);
     // One gradient set per sample, summed in sample order afterwards: the result is then the
     // same bits whatever the thread count or work stealing, which bit-identical resume (and
     // equal results from differently sized machines) depends on.
@@ -325,8 +322,7 @@ pub fn backward(
                 backward_sample(
                     shape,
                     params,
-                    &gate_weights,
-                    &tap_weights,
+                    &layouts,
                     &up[range],
                     &activations[sample],
                     &output_gradient[sample * sample_size..(sample + 1) * sample_size],
@@ -362,8 +358,39 @@ fn silu_derivative(input: f32, factor: f32) -> f32 {
     }
 }
 
-/// Both gates' weights as `[2H, 3E]` rows (input gates, then forget gates), so that every gate
-/// pre-activation is one contiguous dot product.
+/// The parameters in the layouts the per-sample passes read, made once per call (not per sample).
+struct Layouts {
+    /// Both gates' weights as `[2H, 3E]` rows (see [`transposed_gate_weights`]).
+    gate_weights: Vec<f32>,
+    /// Both gates' biases, `[2H]`: input gates, then forget gates.
+    gate_bias: Vec<f32>,
+    /// The convolution weights as `[taps, E]` rows (see [`transposed_taps`]).
+    tap_weights: Vec<f32>,
+    /// The per-head norm's scale and shift per channel (see [`norm_affine`]).
+    norm_scale: Vec<f32>,
+    norm_shift: Vec<f32>,
+}
+
+impl Layouts {
+    fn new(shape: &CoreShape, params: &CoreParams) -> Self {
+        let (norm_scale, norm_shift) = norm_affine(params, shape.inner);
+        Self {
+            gate_weights: transposed_gate_weights(shape, params),
+            gate_bias: params
+                .input_gate_bias
+                .iter()
+                .chain(params.forget_gate_bias)
+                .copied()
+                .collect(),
+            tap_weights: transposed_taps(shape, params),
+            norm_scale,
+            norm_shift,
+        }
+    }
+}
+
+/// Both gates' weights as `[2H, 3E]` rows (input gates, then forget gates), so that the gate products read
+/// them as one matrix.
 fn transposed_gate_weights(shape: &CoreShape, params: &CoreParams) -> Vec<f32> {
     let heads = shape.heads;
     let width = 3 * shape.inner;
@@ -974,14 +1001,13 @@ fn decay_matrix(
 
 /// One sample's forward pass as one build compiles it (see [`builds`]).
 type ForwardPass =
-    unsafe fn(&CoreShape, &CoreParams, &[f32], &[f32], &[f32], &mut [f32]) -> SampleActivations;
+    unsafe fn(&CoreShape, &CoreParams, &Layouts, &[f32], &mut [f32]) -> SampleActivations;
 
 /// One sample's backward pass as one build compiles it (see [`builds`]).
 type BackwardPass = unsafe fn(
     &CoreShape,
     &CoreParams,
-    &[f32],
-    &[f32],
+    &Layouts,
     &[f32],
     &SampleActivations,
     &[f32],
@@ -1032,12 +1058,11 @@ macro_rules! sample_passes_for {
             pub(super) unsafe fn forward_sample(
                 shape: &CoreShape,
                 params: &CoreParams,
-                gate_weights: &[f32],
-                tap_weights: &[f32],
+                layouts: &Layouts,
                 up: &[f32],
                 output: &mut [f32],
             ) -> SampleActivations {
-                forward_sample_body(shape, params, gate_weights, tap_weights, up, output)
+                forward_sample_body(shape, params, layouts, up, output)
             }
 
             /// # Safety
@@ -1047,8 +1072,7 @@ macro_rules! sample_passes_for {
             pub(super) unsafe fn backward_sample(
                 shape: &CoreShape,
                 params: &CoreParams,
-                gate_weights: &[f32],
-                tap_weights: &[f32],
+                layouts: &Layouts,
                 up: &[f32],
                 saved: &SampleActivations,
                 output_gradient: &[f32],
@@ -1058,8 +1082,7 @@ macro_rules! sample_passes_for {
                 backward_sample_body(
                     shape,
                     params,
-                    gate_weights,
-                    tap_weights,
+                    layouts,
                     up,
                     saved,
                     output_gradient,
@@ -1081,8 +1104,7 @@ sample_passes_for!(avx512, "avx512f");
 fn forward_sample_body(
     shape: &CoreShape,
     params: &CoreParams,
-    gate_weights: &[f32],
-    tap_weights: &[f32],
+    layouts: &Layouts,
     up: &[f32],
     output: &mut [f32],
 ) -> SampleActivations {
@@ -1094,6 +1116,7 @@ fn forward_sample_body(
         ..
     } = *shape;
     let head_dim = shape.head_dim();
+    let (gate_weights, tap_weights) = (&layouts.gate_weights[..], &layouts.tap_weights[..]);
     let branch = |token: usize| &up[shape.row(token) * 2 * inner..][..inner];
 
     // L2: convolution (+ bias), then SiLU.
@@ -1150,14 +1173,8 @@ fn forward_sample_body(
         0.0,
         (&mut gates, gate_width, 1),
     );
-    let gate_bias: Vec<f32> = params
-        .input_gate_bias
-        .iter()
-        .chain(params.forget_gate_bias)
-        .copied()
-        .collect();
     for row in gates.chunks_exact_mut(gate_width) {
-        for (value, bias) in row.iter_mut().zip(&gate_bias) {
+        for (value, bias) in row.iter_mut().zip(&layouts.gate_bias) {
             *value += bias;
         }
     }
@@ -1234,7 +1251,7 @@ fn forward_sample_body(
 
     // L6 and L7: per-head norm, learnable skip, output gate. Every loop below runs over equally
     // long slices, so that it compiles to vector code.
-    let (norm_scale, norm_shift) = norm_affine(params, inner);
+    let (norm_scale, norm_shift) = (&layouts.norm_scale[..], &layouts.norm_shift[..]);
     let mut norm_mean = vec![0.0; tokens * heads];
     let mut norm_inverse_std = vec![0.0; tokens * heads];
     let mut gate_factor = vec![0.0; tokens * inner];
@@ -1288,8 +1305,7 @@ fn forward_sample_body(
 fn backward_sample_body(
     shape: &CoreShape,
     params: &CoreParams,
-    gate_weights: &[f32],
-    tap_weights: &[f32],
+    layouts: &Layouts,
     up: &[f32],
     saved: &SampleActivations,
     output_gradient: &[f32],
@@ -1304,6 +1320,7 @@ fn backward_sample_body(
         ..
     } = *shape;
     let head_dim = shape.head_dim();
+    let (gate_weights, tap_weights) = (&layouts.gate_weights[..], &layouts.tap_weights[..]);
     let taps = convolution.taps();
     let width = 3 * inner;
     let gate_width = 2 * heads;
@@ -1317,7 +1334,7 @@ fn backward_sample_body(
     // L7 and L6 backward: output gate, skip, per-head norm, over equally long slices so that the
     // loops compile to vector code. The norm bias gradient is summed even when the layer has no
     // bias (and then dropped), which keeps the loop free of branches.
-    let (norm_scale, norm_shift) = norm_affine(params, inner);
+    let (norm_scale, norm_shift) = (&layouts.norm_scale[..], &layouts.norm_shift[..]);
     let mut norm_bias_gradient = vec![0.0; inner];
     let mut activated_gradient = vec![0.0; tokens * inner];
     let mut hidden_gradient = vec![0.0; tokens * inner];
@@ -1780,8 +1797,7 @@ mod tests {
             let sample = shape.tokens * inner;
             let up = values(2 * sample, seed + 13);
             let incoming = values(sample, seed + 14);
-            let gate_weights = transposed_gate_weights(shape, &params);
-            let tap_weights = transposed_taps(shape, &params);
+            let layouts = Layouts::new(shape, &params);
             let both_passes = |forward: &dyn Fn(&mut [f32]) -> SampleActivations,
                                backward: &dyn Fn(
                 &SampleActivations,
@@ -1810,15 +1826,12 @@ mod tests {
                 .map(|(name, forward, backward)| {
                     // SAFETY: `builds` lists only what this processor supports.
                     let run = both_passes(
-                        &|output| unsafe {
-                            forward(shape, &params, &gate_weights, &tap_weights, &up, output)
-                        },
+                        &|output| unsafe { forward(shape, &params, &layouts, &up, output) },
                         &|saved, up_gradient, gradients| unsafe {
                             backward(
                                 shape,
                                 &params,
-                                &gate_weights,
-                                &tap_weights,
+                                &layouts,
                                 &up,
                                 saved,
                                 &incoming,
